@@ -1,0 +1,36 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Release builds of the numeric modules skip overflow and bounds checks in hot loops;
+/// every index that comes from a file is validated before it reaches them.
+let numericSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Pagoda",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "Pagoda", targets: ["Formats", "Tokenizers", "Kernels", "Models", "Engine"]),
+        .executable(name: "pagoda", targets: ["PagodaCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "Formats", swiftSettings: numericSettings),
+        .target(name: "Tokenizers", dependencies: ["Formats"]),
+        .target(name: "Kernels", dependencies: ["Formats"], swiftSettings: numericSettings),
+        .target(name: "Models", dependencies: ["Formats", "Kernels", "Tokenizers"], swiftSettings: numericSettings),
+        .target(name: "Engine", dependencies: ["Models", "Tokenizers", "Kernels"]),
+        .executableTarget(
+            name: "PagodaCLI",
+            dependencies: ["Engine", "Models", "Tokenizers", "Formats",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats"], resources: []),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "Engine"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Engine", "Tokenizers"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
