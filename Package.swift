@@ -9,7 +9,7 @@ let numericSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "Pagoda",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Pagoda", targets: ["Formats", "Tokenizers", "Kernels", "Models", "Engine"]),
         .executable(name: "pagoda", targets: ["PagodaCLI"]),
@@ -28,9 +28,10 @@ let package = Package(
             dependencies: ["Engine", "Models", "Tokenizers", "Formats",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "FormatsTests", dependencies: ["Formats"], resources: []),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "Engine"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Engine", "Tokenizers"]),
+        .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"], exclude: []),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Engine", "Tokenizers", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Small vector primitives over float32 buffers used by every kernel.
+public enum Vector {
+    @inline(__always)
+    static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+    }
+
+    @inline(__always)
+    static func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+    }
+
+    /// `sum_i a[i] * b[i]`.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+        var i = 0
+        while i + 32 <= n {
+            acc0 += load16(a + i) * load16(b + i)
+            acc1 += load16(a + i + 16) * load16(b + i + 16)
+            i += 32
+        }
+        if i + 16 <= n {
+            acc0 += load16(a + i) * load16(b + i)
+            i += 16
+        }
+        var sum = (acc0 + acc1).sum()
+        while i < n {
+            sum += a[i] * b[i]
+            i += 1
+        }
+        return sum
+    }
+
+    /// `y[i] += alpha * x[i]`.
+    @inline(__always)
+    public static func addScaled(_ x: UnsafePointer<Float>, _ alpha: Float, into y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let a = SIMD16<Float>(repeating: alpha)
+        while i + 16 <= n {
+            store16(load16(y + i) + a * load16(x + i), y + i)
+            i += 16
+        }
+        while i < n {
+            y[i] += alpha * x[i]
+            i += 1
+        }
+    }
+
+    /// `y[i] += x[i]`.
+    @inline(__always)
+    public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 16 <= n {
+            store16(load16(y + i) + load16(x + i), y + i)
+            i += 16
+        }
+        while i < n {
+            y[i] += x[i]
+            i += 1
+        }
+    }
+
+    /// `x[i] *= alpha`.
+    @inline(__always)
+    public static func scale(_ x: UnsafeMutablePointer<Float>, by alpha: Float, _ n: Int) {
+        for i in 0 ..< n { x[i] *= alpha }
+    }
+}
+
+/// Normalization layers.
+public enum Norm {
+    /// RMSNorm of each of `rows` rows of length `n`: `y = x / sqrt(mean(x^2) + eps) * weight`
+    /// (as transformers computes it in float32). `input` and `output` may be the same buffer.
+    public static func rms(
+        _ input: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
+        into output: UnsafeMutablePointer<Float>, rows: Int, n: Int
+    ) {
+        for r in 0 ..< rows {
+            let x = input + r * n
+            let y = output + r * n
+            let meanSquare = Vector.dot(x, x, n) / Float(n)
+            let inverse = 1 / (meanSquare + eps).squareRoot()
+            for i in 0 ..< n { y[i] = weight[i] * (x[i] * inverse) }
+        }
+    }
+}
+
+/// Activations.
+public enum Activation {
+    /// SwiGLU: `out[i] = silu(gate[i]) * up[i]`, with `silu(x) = x / (1 + exp(-x))`.
+    public static func swiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0 ..< n {
+            let g = gate[i]
+            out[i] = (g / (1 + expf(-g))) * up[i]
+        }
+    }
+}

@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// A persistent pool of worker threads for the numeric kernels. `run` hands one closure to every
+/// thread (the caller's thread takes index 0) and returns when all are done. Workers poll briefly
+/// before sleeping, so the ~10 parallel regions per layer of a decode step cost microseconds,
+/// not thread wake-ups.
+public final class WorkerPool: @unchecked Sendable {
+    /// Number of threads taking part in each `run`, the calling thread included.
+    public let threadCount: Int
+    private let shared: SharedState
+    private var workerThreads: [pthread_t] = []
+    /// Serializes callers: one parallel region at a time.
+    private var callerLock = pthread_mutex_t()
+    /// Per-thread scratch buffers, grown on demand (never per token once warm).
+    private var scratch: [UnsafeMutablePointer<Float>?]
+    private var scratchCounts: [Int]
+
+    /// A pool of `threads` threads (default: every core this process may use).
+    public init(threads: Int = WorkerPool.availableCores) {
+        threadCount = max(1, threads)
+        shared = SharedState()
+        pthread_mutex_init(&callerLock, nil)
+        scratch = Array(repeating: nil, count: threadCount)
+        scratchCounts = Array(repeating: 0, count: threadCount)
+        for index in 1 ..< threadCount {
+            let context = Unmanaged.passRetained(WorkerContext(shared: shared, index: index)).toOpaque()
+            var thread = pthread_t()
+            let rc = pthread_create(&thread, nil, { raw in
+                guard let raw else { return nil }
+                let context = Unmanaged<WorkerContext>.fromOpaque(raw).takeRetainedValue()
+                context.shared.workerLoop(index: context.index)
+                return nil
+            }, context)
+            if rc == 0 {
+                workerThreads.append(thread)
+            } else {
+                Unmanaged<WorkerContext>.fromOpaque(context).release()
+            }
+        }
+        shared.workerCount = workerThreads.count
+    }
+
+    deinit {
+        shared.stop()
+        for thread in workerThreads { pthread_join(thread, nil) }
+        for buffer in scratch { buffer?.deallocate() }
+        pthread_mutex_destroy(&callerLock)
+    }
+
+    /// The number of cores this process may run on.
+    public static var availableCores: Int {
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// Runs `body(threadIndex)` once on each of the pool's threads and waits for all of them.
+    /// Callers on different threads take turns; `body` must not call `run` itself.
+    public func run(_ body: (Int) -> Void) {
+        pthread_mutex_lock(&callerLock)
+        defer { pthread_mutex_unlock(&callerLock) }
+        if workerThreads.isEmpty {
+            body(0)
+            return
+        }
+        withoutActuallyEscaping(body) { escaping in
+            shared.dispatch(escaping)
+        }
+    }
+
+    /// Splits `0..<count` into one contiguous range per thread and runs `body(range, threadIndex)`
+    /// on each non-empty one.
+    public func parallelFor(_ count: Int, _ body: (Range<Int>, Int) -> Void) {
+        if count <= 0 { return }
+        let parts = min(threadCount, count)
+        if parts == 1 {
+            body(0 ..< count, 0)
+            return
+        }
+        run { index in
+            guard index < parts else { return }
+            let lower = count * index / parts
+            let upper = count * (index + 1) / parts
+            if lower < upper { body(lower ..< upper, index) }
+        }
+    }
+
+    /// A scratch buffer of at least `count` floats owned by thread `index`, for use inside `run`.
+    public func scratch(thread index: Int, count: Int) -> UnsafeMutablePointer<Float> {
+        if scratchCounts[index] < count {
+            scratch[index]?.deallocate()
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            scratch[index] = buffer
+            scratchCounts[index] = count
+            return buffer
+        }
+        return scratch[index].unsafelyUnwrapped
+    }
+}
+
+/// The state the caller and the workers share; workers keep it alive, not the pool, so dropping
+/// the pool stops and joins its threads.
+private final class SharedState: @unchecked Sendable {
+    let generation = Atomic<Int>(0)
+    let remaining = Atomic<Int>(0)
+    let stopping = Atomic<Bool>(false)
+    var workerCount = 0
+    var job: ((Int) -> Void)?
+    var mutex = pthread_mutex_t()
+    var wake = pthread_cond_t()
+    /// Polls of the generation counter before a worker sleeps (roughly 0.1-1 ms).
+    static let spinIterations = 100_000
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&wake, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(&mutex)
+        pthread_cond_destroy(&wake)
+    }
+
+    func dispatch(_ body: @escaping (Int) -> Void) {
+        job = body
+        remaining.store(workerCount, ordering: .relaxed)
+        pthread_mutex_lock(&mutex)
+        generation.wrappingAdd(1, ordering: .releasing)
+        pthread_cond_broadcast(&wake)
+        pthread_mutex_unlock(&mutex)
+        body(0)
+        while remaining.load(ordering: .acquiring) != 0 {}
+        job = nil
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        pthread_mutex_lock(&mutex)
+        generation.wrappingAdd(1, ordering: .releasing)
+        pthread_cond_broadcast(&wake)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func workerLoop(index: Int) {
+        var seen = generation.load(ordering: .acquiring)
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen {
+                spins += 1
+                if spins >= Self.spinIterations {
+                    pthread_mutex_lock(&mutex)
+                    while generation.load(ordering: .acquiring) == seen {
+                        pthread_cond_wait(&wake, &mutex)
+                    }
+                    pthread_mutex_unlock(&mutex)
+                }
+            }
+            seen = generation.load(ordering: .acquiring)
+            if stopping.load(ordering: .acquiring) { return }
+            job?(index)
+            remaining.subtract(1, ordering: .releasing)
+        }
+    }
+}
+
+private final class WorkerContext {
+    let shared: SharedState
+    let index: Int
+    init(shared: SharedState, index: Int) {
+        self.shared = shared
+        self.index = index
+    }
+}
