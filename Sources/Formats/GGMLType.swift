@@ -43,7 +43,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .q5_0: return 2 + 4 + 16
         case .q5_1: return 2 + 2 + 4 + 16
         case .q8_0: return 2 + 32
-        case .q8_1: return 4 + 4 + 32
+        case .q8_1: return 2 + 2 + 32
         case .q2_K: return 256 / 16 + 256 / 4 + 2 + 2
         case .q3_K: return 256 / 8 + 256 / 4 + 12 + 2
         case .q4_K: return 2 + 2 + 12 + 256 / 2
