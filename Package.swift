@@ -1,17 +1,29 @@
 // swift-tools-version: 6.1
+import Foundation
 import PackageDescription
 
 /// Release builds of the numeric modules skip overflow and bounds checks in hot loops;
 /// every index that comes from a file is validated before it reaches them.
+/// On x86-64 the kernels are compiled for the building CPU (AVX-512 / AVX2 where present), as
+/// llama.cpp does by default; set PAGODA_PORTABLE=1 to build a binary for any x86-64 CPU.
+let hostCPUFlags: [String] = {
+    #if arch(x86_64)
+    if ProcessInfo.processInfo.environment["PAGODA_PORTABLE"] == "1" { return [] }
+    return ["-Xcc", "-march=native"]
+    #else
+    return []
+    #endif
+}()
+
 let numericSettings: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    .unsafeFlags(["-Ounchecked", "-wmo"] + hostCPUFlags, .when(configuration: .release)),
 ]
 
 let package = Package(
     name: "Pagoda",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "Pagoda", targets: ["Formats", "Tokenizers", "Kernels", "Models", "Engine"]),
+        .library(name: "Pagoda", targets: ["Formats", "Tokenizers", "Kernels", "Cache", "Models", "Engine"]),
         .executable(name: "pagoda", targets: ["PagodaCLI"]),
     ],
     dependencies: [
@@ -20,6 +32,7 @@ let package = Package(
     targets: [
         .target(name: "Formats", swiftSettings: numericSettings),
         .target(name: "Tokenizers", dependencies: ["Formats"]),
+        .target(name: "Cache"),
         .target(name: "Kernels", dependencies: ["Formats"], swiftSettings: numericSettings),
         .target(name: "Models", dependencies: ["Formats", "Kernels", "Tokenizers"], swiftSettings: numericSettings),
         .target(name: "Engine", dependencies: ["Models", "Tokenizers", "Kernels"]),
@@ -29,6 +42,8 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
+        .testTarget(name: "CacheTests", dependencies: ["Cache"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"], exclude: []),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Engine", "Tokenizers", "TestSupport"]),

@@ -145,7 +145,9 @@ private final class SharedState: @unchecked Sendable {
     }
 
     func workerLoop(index: Int) {
-        var seen = generation.load(ordering: .acquiring)
+        // Generation 0 is the state before any dispatch; a worker that starts late still sees
+        // the first dispatch as new.
+        var seen = 0
         while true {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {

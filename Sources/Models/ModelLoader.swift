@@ -6,7 +6,7 @@ import Tokenizers
 /// A model ready to run: the forward pass, its tokenizer (when the files carry one) and where it came from.
 public struct LoadedModel: Sendable {
     public let model: any CausalLanguageModel
-    public let tokenizer: Int? // TEMP
+    public let tokenizer: Tokenizer?
     public let path: String
     public var config: ModelConfig { model.config }
 }
@@ -29,13 +29,13 @@ public enum ModelLoader {
             let source = try SafetensorsFolder(folder: path)
             let model = try makeModel(config: config, names: WeightNames(scheme: .huggingFace, source: source), pool: pool)
             let hasTokenizer = FileManager.default.fileExists(atPath: path + "/tokenizer.json")
-            let tokenizer: Int? = hasTokenizer ? nil : nil
+            let tokenizer = hasTokenizer ? try Tokenizer.fromHuggingFace(folder: path) : nil
             return LoadedModel(model: model, tokenizer: tokenizer, path: path)
         }
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
         let model = try makeModel(config: config, names: WeightNames(scheme: .gguf, source: file), pool: pool)
-        let tokenizer: Int? = nil
+        let tokenizer = try Tokenizer.fromGGUF(file)
         return LoadedModel(model: model, tokenizer: tokenizer, path: path)
     }
 

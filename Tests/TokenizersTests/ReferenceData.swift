@@ -1,0 +1,128 @@
+// Expected values computed offline with Hugging Face `tokenizers` 0.23.3 (Python); see the
+// generator notes in TokenizerTests.swift. The tests themselves need no Python.
+
+/// Input strings for the split-pattern tests.
+let preTokenizerInputs: [String] = [
+    "don't I'M 'S 'Ll we'RE",
+    "a  b",
+    "x   ",
+    "   lead",
+    "line\nnext\r\nthird\n\n\nend",
+    "12345 6789",
+    "x  12",
+    "Hello!!!\n\nWorld?\r\n",
+    "٣٤٥ ½ ①②",
+    "naïve Zürich",
+    "😀 👍🏽 🦙",
+    "\t\tindented  ",
+    "foo.bar(baz)\n    return",
+    "a\u{A0}b\u{2009}c",
+    "日本語 テキスト",
+    "what's   up ?!",
+    "...\n",
+    " 'x",
+]
+
+/// Expected pieces per pattern (`Split(Regex(pattern), "isolated").pre_tokenize_str`; smollm is
+/// `Sequence[Digits(individual_digits=True), Split(gpt2)]`), one list per input string.
+let preTokenizerExpected: [String: [[String]]] = [
+    "gpt2": [
+        ["don", "'t", " I", "'", "M", " '", "S", " '", "Ll", " we", "'", "RE"],
+        ["a", " ", " b"],
+        ["x", "   "],
+        ["  ", " lead"],
+        ["line", "\n", "next", "\r", "\n", "third", "\n\n", "\n", "end"],
+        ["12345", " 6789"],
+        ["x", " ", " 12"],
+        ["Hello", "!!!", "\n", "\n", "World", "?", "\r\n"],
+        ["٣٤٥", " ½", " ①②"],
+        ["naïve", " Zürich"],
+        ["😀", " 👍🏽", " 🦙"],
+        ["\t", "\t", "indented", "  "],
+        ["foo", ".", "bar", "(", "baz", ")", "\n   ", " return"],
+        ["a", "\u{A0}", "b", "\u{2009}", "c"],
+        ["日本語", " テキスト"],
+        ["what", "'s", "  ", " up", " ?!"],
+        ["...", "\n"],
+        [" '", "x"],
+    ],
+    "llama3": [
+        ["don", "'t", " I", "'M", " '", "S", " '", "Ll", " we", "'RE"],
+        ["a", " ", " b"],
+        ["x", "   "],
+        ["  ", " lead"],
+        ["line", "\n", "next", "\r\n", "third", "\n\n\n", "end"],
+        ["123", "45", " ", "678", "9"],
+        ["x", " ", " ", "12"],
+        ["Hello", "!!!\n\n", "World", "?\r\n"],
+        ["٣٤٥", " ", "½", " ", "①②"],
+        ["naïve", " Zürich"],
+        ["😀", " 👍🏽", " 🦙"],
+        ["\t", "\tindented", "  "],
+        ["foo", ".bar", "(baz", ")\n", "   ", " return"],
+        ["a", "\u{A0}b", "\u{2009}c"],
+        ["日本語", " テキスト"],
+        ["what", "'s", "  ", " up", " ?!"],
+        ["...\n"],
+        [" '", "x"],
+    ],
+    "qwen2": [
+        ["don", "'t", " I", "'M", " '", "S", " '", "Ll", " we", "'RE"],
+        ["a", " ", " b"],
+        ["x", "   "],
+        ["  ", " lead"],
+        ["line", "\n", "next", "\r\n", "third", "\n\n\n", "end"],
+        ["1", "2", "3", "4", "5", " ", "6", "7", "8", "9"],
+        ["x", " ", " ", "1", "2"],
+        ["Hello", "!!!\n\n", "World", "?\r\n"],
+        ["٣", "٤", "٥", " ", "½", " ", "①", "②"],
+        ["naïve", " Zürich"],
+        ["😀", " 👍🏽", " 🦙"],
+        ["\t", "\tindented", "  "],
+        ["foo", ".bar", "(baz", ")\n", "   ", " return"],
+        ["a", "\u{A0}b", "\u{2009}c"],
+        ["日本語", " テキスト"],
+        ["what", "'s", "  ", " up", " ?!"],
+        ["...\n"],
+        [" '", "x"],
+    ],
+    "smollm": [
+        ["don", "'t", " I", "'", "M", " '", "S", " '", "Ll", " we", "'", "RE"],
+        ["a", " ", " b"],
+        ["x", "   "],
+        ["  ", " lead"],
+        ["line", "\n", "next", "\r", "\n", "third", "\n\n", "\n", "end"],
+        ["1", "2", "3", "4", "5", " ", "6", "7", "8", "9"],
+        ["x", "  ", "1", "2"],
+        ["Hello", "!!!", "\n", "\n", "World", "?", "\r\n"],
+        ["٣", "٤", "٥", " ", "½", " ", "①", "②"],
+        ["naïve", " Zürich"],
+        ["😀", " 👍🏽", " 🦙"],
+        ["\t", "\t", "indented", "  "],
+        ["foo", ".", "bar", "(", "baz", ")", "\n   ", " return"],
+        ["a", "\u{A0}", "b", "\u{2009}", "c"],
+        ["日本語", " テキスト"],
+        ["what", "'s", "  ", " up", " ?!"],
+        ["...", "\n"],
+        [" '", "x"],
+    ],
+]
+
+/// The hand-made SentencePiece-style vocabulary: merges in rank order (results are added to the
+/// vocabulary after `<unk>`, `<s>`, `</s>`, the 256 `<0xNN>` tokens and the single characters).
+let sentencePieceCharacters: [String] = ["▁", "h", "e", "l", "o", "w", "r", "d", "a", "b", "c", "t", "i", ",", "!", ".", "é", "語"]
+let sentencePieceMerges: [(String, String)] = [("▁", "h"), ("l", "l"), ("e", "ll"), ("▁h", "ell"), ("▁hell", "o"), ("▁", "w"), ("o", "r"), ("▁w", "or"), ("l", "d"), ("▁wor", "ld"), ("▁", "▁"), ("a", "b"), ("ab", "c"), ("▁", "abc"), ("i", "t"), ("▁", "it"), ("▁", "é")]
+
+struct SentencePieceCase { let text: String; let ids: [Int]; let idsNoSpecial: [Int]; let decoded: String; let decodedNoSpecial: String }
+let sentencePieceCases: [SentencePieceCase] = [
+    .init(text: "hello world", ids: [1, 281, 286], idsNoSpecial: [281, 286], decoded: "<s> hello world", decodedNoSpecial: "hello world"),
+    .init(text: "hello  world", ids: [1, 281, 259, 286], idsNoSpecial: [281, 259, 286], decoded: "<s> hello  world", decodedNoSpecial: "hello  world"),
+    .init(text: " hello", ids: [1, 259, 281], idsNoSpecial: [259, 281], decoded: "<s>  hello", decodedNoSpecial: " hello"),
+    .init(text: "hellohello", ids: [1, 281, 260, 279, 263], idsNoSpecial: [281, 260, 279, 263], decoded: "<s> hellohello", decodedNoSpecial: "hellohello"),
+    .init(text: "abc it", ids: [1, 290, 292], idsNoSpecial: [290, 292], decoded: "<s> abc it", decodedNoSpecial: "abc it"),
+    .init(text: "héllo 😀!", ids: [1, 277, 275, 278, 263, 259, 243, 162, 155, 131, 273], idsNoSpecial: [277, 275, 278, 263, 259, 243, 162, 155, 131, 273], decoded: "<s> héllo 😀!", decodedNoSpecial: "héllo 😀!"),
+    .init(text: "<s>hello</s> world", ids: [1, 1, 281, 2, 259, 286], idsNoSpecial: [1, 281, 2, 259, 286], decoded: "<s><s> hello</s>  world", decodedNoSpecial: "<s> hello</s>  world"),
+    .init(text: "語x", ids: [1, 259, 276, 123], idsNoSpecial: [259, 276, 123], decoded: "<s> 語x", decodedNoSpecial: "語x"),
+    .init(text: "", ids: [1], idsNoSpecial: [], decoded: "<s>", decodedNoSpecial: ""),
+    .init(text: "hello\tworld", ids: [1, 281, 12, 264, 283, 285], idsNoSpecial: [281, 12, 264, 283, 285], decoded: "<s> hello\tworld", decodedNoSpecial: "hello\tworld"),
+]
