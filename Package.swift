@@ -34,11 +34,11 @@ let package = Package(
         .target(name: "Tokenizers", dependencies: ["Formats"]),
         .target(name: "Cache"),
         .target(name: "Kernels", dependencies: ["Formats"], swiftSettings: numericSettings),
-        .target(name: "Models", dependencies: ["Formats", "Kernels", "Tokenizers"], swiftSettings: numericSettings),
-        .target(name: "Engine", dependencies: ["Models", "Tokenizers", "Kernels"]),
+        .target(name: "Models", dependencies: ["Formats", "Kernels", "Cache", "Tokenizers"], swiftSettings: numericSettings),
+        .target(name: "Engine", dependencies: ["Models", "Cache", "Tokenizers", "Kernels"]),
         .executableTarget(
             name: "PagodaCLI",
-            dependencies: ["Engine", "Models", "Tokenizers", "Formats",
+            dependencies: ["Engine", "Models", "Cache", "Kernels", "Tokenizers", "Formats",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"], exclude: []),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Engine", "Tokenizers", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Cache", "Engine", "Tokenizers", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import Cache
 import Models
 import Tokenizers
 
@@ -27,12 +28,20 @@ public struct GenerationStats: Sendable {
     }
 }
 
-/// Runs one sequence at a time through a model: prefill the prompt, then sample token by token.
+/// Runs one sequence at a time through a model over the paged KV cache: prefill the prompt
+/// (in chunks of at most `prefillChunk` tokens), then sample token by token. The cache outlives
+/// each call, so a later prompt that shares a prefix reuses its blocks.
 public final class TextGenerator: @unchecked Sendable {
     public let loaded: LoadedModel
+    public let runner: ModelRunner
+    /// Most prompt tokens per prefill step.
+    public let prefillChunk: Int
+    private var nextSequence = 0
 
-    public init(_ loaded: LoadedModel) {
+    public init(_ loaded: LoadedModel, cache: KVCacheOptions = KVCacheOptions(), prefillChunk: Int = 512) throws {
         self.loaded = loaded
+        runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: cache))
+        self.prefillChunk = max(1, prefillChunk)
     }
 
     /// Generates up to `maxTokens` tokens after `promptIds`. `onToken` receives each token and
@@ -41,27 +50,29 @@ public final class TextGenerator: @unchecked Sendable {
         promptIds: [Int], maxTokens: Int, sampling: SamplingParameters, stopTokens: Set<Int>,
         onToken: (Int) -> Bool
     ) throws -> GenerationStats {
-        let model = loaded.model
-        let contextLength = model.config.contextLength
+        let contextLength = loaded.config.contextLength
         guard !promptIds.isEmpty else { throw GenerationError.emptyPrompt }
         guard promptIds.count < contextLength else {
             throw GenerationError.promptTooLong(tokens: promptIds.count, context: contextLength)
         }
-        let capacity = min(contextLength, promptIds.count + max(0, maxTokens))
-        let cache = model.makeCache(capacity: capacity)
-        var sampler = Sampler(sampling)
         var stats = GenerationStats()
         stats.promptTokens = promptIds.count
         guard maxTokens > 0 else { return stats }
-
+        let id = SequenceID(nextSequence)
+        nextSequence += 1
+        var sampler = Sampler(sampling)
         let clock = ContinuousClock()
         var started = clock.now
-        var logits = try model.forward(tokens: promptIds, cache: cache, logits: .last)
+        try runner.admit(id, prompt: promptIds)
+        defer { try? runner.free(id) }
+        var logits = try runner.prefill(id, chunk: prefillChunk, logits: .last)
         stats.prefillSeconds = (clock.now - started).seconds
         started = clock.now
+        var length = promptIds.count
         while true {
             let token = logits.withUnsafeBufferPointer { sampler.sample($0) }
             stats.generatedTokens += 1
+            length += 1
             if !onToken(token) {
                 stats.finishReason = .abort
                 break
@@ -70,14 +81,36 @@ public final class TextGenerator: @unchecked Sendable {
                 stats.finishReason = .stop
                 break
             }
-            if stats.generatedTokens >= maxTokens || cache.count >= cache.capacity {
+            if stats.generatedTokens >= maxTokens || length >= contextLength {
                 stats.finishReason = .length
                 break
             }
-            logits = try model.forward(tokens: [token], cache: cache, logits: .last)
+            try runner.append(id, token: token)
+            logits = try runner.step([(id, 1, .last)])[0]
         }
         stats.decodeSeconds = (clock.now - started).seconds
         return stats
+    }
+}
+
+extension ModelRunner {
+    /// Computes every pending token of `id` in steps of at most `chunk` tokens. Returns the last
+    /// token's logits (`.last`), every computed token's (`.all`, `[pending, vocab]`), or nothing.
+    public func prefill(_ id: SequenceID, chunk: Int, logits request: LogitsRequest) throws -> [Float] {
+        var result: [Float] = []
+        var pending = try pendingTokens(id)
+        while pending > 0 {
+            let count = min(max(1, chunk), pending)
+            pending -= count
+            let wanted: LogitsRequest = switch request {
+            case .all: .all
+            case .last: pending == 0 ? .last : .none
+            case .none: .none
+            }
+            let logits = try step([(id, count, wanted)])[0]
+            result.append(contentsOf: logits)
+        }
+        return result
     }
 }
 

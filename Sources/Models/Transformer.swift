@@ -1,22 +1,32 @@
 import Formats
 import Kernels
 
-/// Which positions of a forward pass need logits.
-public enum LogitsSelection: Sendable {
-    /// Every input position (scoring).
-    case all
-    /// Only the last input position (generation).
-    case last
+/// One engine step for the model: the new tokens of every scheduled sequence, flattened
+/// sequence by sequence, with their positions and the paged-attention description per KV cache group.
+public struct ForwardBatch: Sendable {
+    /// `[T]` token ids.
+    public var tokens: [Int]
+    /// `[T]` absolute position of each token in its sequence.
+    public var positions: [Int]
+    /// Per KV cache group: `cuQueryLens`, `seqLens` and block tables of the step.
+    public var attention: [RaggedBatch]
+    /// Rows of `tokens` whose next-token logits are wanted (e.g. each sequence's last token).
+    public var logitRows: [Int]
+
+    public init(tokens: [Int], positions: [Int], attention: [RaggedBatch], logitRows: [Int]) {
+        self.tokens = tokens
+        self.positions = positions
+        self.attention = attention
+        self.logitRows = logitRows
+    }
 }
 
-/// A causal language model: token ids in, next-token logits out, K/V kept in a cache.
+/// A causal language model: token ids in, next-token logits out, K/V kept in the paged cache.
 public protocol CausalLanguageModel: AnyObject, Sendable {
     var config: ModelConfig { get }
-    /// A cache for one sequence of up to `capacity` tokens.
-    func makeCache(capacity: Int) -> SequenceKVCache
-    /// Runs `tokens` after the cache's current contents and appends their K/V to it.
-    /// Returns logits `[positions, vocab]` for the selected positions.
-    func forward(tokens: [Int], cache: SequenceKVCache, logits: LogitsSelection) throws -> [Float]
+    /// Runs one step: writes the new tokens' K/V into `cache` and returns logits
+    /// `[batch.logitRows.count, vocab]`. Not reentrant: one step at a time.
+    func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float]
 }
 
 /// One decoder block's weights (attention + SwiGLU MLP, pre-norm).
@@ -123,39 +133,40 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
         rope = c.rope(frequencyFactors: factors)
     }
 
-    public func makeCache(capacity: Int) -> SequenceKVCache {
-        SequenceKVCache(layers: config.layerCount, capacity: capacity, kvHeads: config.kvHeadCount, headDim: config.headDim)
-    }
-
-    public func forward(tokens: [Int], cache: SequenceKVCache, logits selection: LogitsSelection) throws -> [Float] {
+    public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float] {
         let c = config
-        let n = tokens.count
+        let n = batch.tokens.count
         guard n > 0 else { return [] }
-        guard cache.count + n <= cache.capacity else {
-            throw ModelError.contextOverflow(needed: cache.count + n, capacity: cache.capacity)
+        guard batch.positions.count == n, batch.attention.count == cache.manager.groups.count,
+              batch.attention.allSatisfy({ $0.tokenCount == n })
+        else {
+            throw ModelError.malformedBatch("\(n) tokens, \(batch.positions.count) positions, attention batches for \(batch.attention.map(\.tokenCount)) tokens")
         }
-        for id in tokens where id < 0 || id >= c.vocabSize {
+        for id in batch.tokens where id < 0 || id >= c.vocabSize {
             throw ModelError.invalidToken(id, vocabularySize: c.vocabSize)
+        }
+        for row in batch.logitRows where row < 0 || row >= n {
+            throw ModelError.malformedBatch("logit row \(row) outside 0..<\(n)")
+        }
+        for attention in batch.attention {
+            try attention.validate(blockCount: cache.layers[0].blocks, blockSize: cache.options.blockSize)
         }
         workspace.reserve(tokens: n, config: c)
         let w = workspace
         let hidden = c.hiddenSize, qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
-        let start = cache.count
 
-        for (t, id) in tokens.enumerated() {
+        for (t, id) in batch.tokens.enumerated() {
             embedding.dequantizeRow(id, into: w.hidden + t * hidden)
         }
-        let scale = 1 / Float(c.headDim).squareRoot()
+        let options = AttentionOptions(scale: 1 / Float(c.headDim).squareRoot())
         for (index, layer) in layers.enumerated() {
             // Attention block.
             Norm.rms(w.hidden, weight: layer.attentionNorm, eps: c.rmsNormEps, into: w.normed, rows: n, n: hidden)
             MatMul.multiply(w.normed, tokens: n, by: layer.q, into: w.q, pool: pool)
-            let keys = cache.keys(layer: index), values = cache.values(layer: index)
-            // New K and V go straight into the cache rows after the existing history.
-            MatMul.multiply(w.normed, tokens: n, by: layer.k, into: keys + start * kvDim, pool: pool)
-            MatMul.multiply(w.normed, tokens: n, by: layer.v, into: values + start * kvDim, pool: pool)
+            MatMul.multiply(w.normed, tokens: n, by: layer.k, into: w.k, pool: pool)
+            MatMul.multiply(w.normed, tokens: n, by: layer.v, into: w.v, pool: pool)
             for t in 0 ..< n {
-                let qRow = w.q + t * qDim, kRow = keys + (start + t) * kvDim, vRow = values + (start + t) * kvDim
+                let qRow = w.q + t * qDim, kRow = w.k + t * kvDim, vRow = w.v + t * kvDim
                 if let b = layer.qBias { Vector.add(b, into: qRow, qDim) }
                 if let b = layer.kBias { Vector.add(b, into: kRow, kvDim) }
                 if let b = layer.vBias { Vector.add(b, into: vRow, kvDim) }
@@ -163,13 +174,14 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
                     Norm.rms(qRow, weight: qn, eps: c.rmsNormEps, into: qRow, rows: c.headCount, n: c.headDim)
                     Norm.rms(kRow, weight: kn, eps: c.rmsNormEps, into: kRow, rows: c.kvHeadCount, n: c.headDim)
                 }
-                rope.angles(position: start + t, cos: w.cos, sin: w.sin)
+                rope.angles(position: batch.positions[t], cos: w.cos, sin: w.sin)
                 rope.apply(qRow, heads: c.headCount, headDim: c.headDim, cos: w.cos, sin: w.sin)
                 rope.apply(kRow, heads: c.kvHeadCount, headDim: c.headDim, cos: w.cos, sin: w.sin)
             }
-            Attention.causal(
-                q: w.q, keys: keys, values: values, out: w.attention, tokens: n, start: start,
-                qHeads: c.headCount, kvHeads: c.kvHeadCount, headDim: c.headDim, scale: scale, pool: pool)
+            try RaggedPagedAttention.forward(
+                q: w.q, newKeys: w.k, newValues: w.v, out: w.attention,
+                batch: batch.attention[cache.groupOfLayer[index]], layer: cache.layers[index],
+                qHeads: c.headCount, options: options, pool: pool)
             MatMul.multiply(w.attention, tokens: n, by: layer.o, into: w.normed, pool: pool)
             Vector.add(w.normed, into: w.hidden, n * hidden)
 
@@ -181,11 +193,12 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
             MatMul.multiply(w.gate, tokens: n, by: layer.down, into: w.normed, pool: pool)
             Vector.add(w.normed, into: w.hidden, n * hidden)
         }
-        cache.advance(by: n)
 
-        let first = selection == .all ? 0 : n - 1
-        let rows = n - first
-        Norm.rms(w.hidden + first * hidden, weight: outputNorm, eps: c.rmsNormEps, into: w.normed, rows: rows, n: hidden)
+        // Only the rows that need logits go through the final norm and the output head.
+        let rows = batch.logitRows.count
+        for (i, row) in batch.logitRows.enumerated() {
+            Norm.rms(w.hidden + row * hidden, weight: outputNorm, eps: c.rmsNormEps, into: w.normed + i * hidden, rows: 1, n: hidden)
+        }
         var logits = [Float](repeating: 0, count: rows * c.vocabSize)
         logits.withUnsafeMutableBufferPointer { out in
             MatMul.multiply(w.normed, tokens: rows, by: outputHead, into: out.baseAddress.unsafelyUnwrapped, pool: pool)
@@ -196,13 +209,13 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
 
 /// Errors from running a model on bad input.
 public enum ModelError: Error, CustomStringConvertible, Equatable {
-    case contextOverflow(needed: Int, capacity: Int)
+    case malformedBatch(String)
     case invalidToken(Int, vocabularySize: Int)
 
     public var description: String {
         switch self {
-        case .contextOverflow(let needed, let capacity):
-            "sequence of \(needed) tokens does not fit the context of \(capacity) tokens"
+        case .malformedBatch(let what):
+            "malformed step batch: \(what)"
         case .invalidToken(let id, let vocab):
             "token id \(id) is outside the vocabulary (0..<\(vocab))"
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cache
 import Engine
 import Formats
 import Foundation
@@ -26,6 +27,7 @@ struct Generate: ParsableCommand {
         abstract: "Generate text from a prompt, streaming it to stdout (speed goes to stderr).")
 
     @OptionGroup var options: ModelOptions
+    @OptionGroup var cacheOptions: CacheOptions
 
     @Option(help: "The prompt text.")
     var prompt: String = "Once upon a time"
@@ -59,7 +61,7 @@ struct Generate: ParsableCommand {
         try reportingErrors {
             let (loaded, tokenizer) = try loadWithTokenizer(options)
             let ids = tokenizer.encode(prompt, addSpecialTokens: true)
-            let generator = TextGenerator(loaded)
+            let generator = try TextGenerator(loaded, cache: cacheOptions.resolved())
             var decoder = tokenizer.makeStreamingDecoder()
             let out = FileHandle.standardOutput
             out.write(Data(prompt.utf8))
@@ -88,6 +90,10 @@ struct Score: ParsableCommand {
         abstract: "Print, for every input position, the argmax next token and the top-K logits.")
 
     @OptionGroup var options: ModelOptions
+    @OptionGroup var cacheOptions: CacheOptions
+
+    @Option(name: .customLong("prefill-chunk"), help: "Feed the input in chunks of N tokens, one engine step each (default: all at once).")
+    var prefillChunk: Int?
 
     @Option(help: "Comma-separated token ids, e.g. 1,2,3.")
     var tokens: String?
@@ -104,6 +110,7 @@ struct Score: ParsableCommand {
     func validate() throws {
         guard (tokens == nil) != (text == nil) else { throw ValidationError("give exactly one of --tokens or --text") }
         guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+        if let prefillChunk, prefillChunk < 1 { throw ValidationError("--prefill-chunk must be at least 1") }
     }
 
     func run() throws {
@@ -127,8 +134,7 @@ struct Score: ParsableCommand {
             guard ids.count <= loaded.config.contextLength else {
                 throw GenerationError.promptTooLong(tokens: ids.count, context: loaded.config.contextLength)
             }
-            let cache = loaded.model.makeCache(capacity: ids.count)
-            let logits = try loaded.model.forward(tokens: ids, cache: cache, logits: .all)
+            let logits = try scoreLogits(loaded, ids: ids)
             let vocab = loaded.config.vocabSize
             let k = min(top, vocab)
             var positions: [String] = []
@@ -145,6 +151,20 @@ struct Score: ParsableCommand {
             }
             if json { print("{\"positions\": [\(positions.joined(separator: ", "))]}") }
         }
+    }
+
+    /// Logits `[ids.count, vocab]` through the paged engine path, in chunks of `--prefill-chunk`.
+    /// Without --kv-cache-memory the pool is sized to hold exactly this sequence.
+    func scoreLogits(_ loaded: LoadedModel, ids: [Int]) throws -> [Float] {
+        var cacheConfig = cacheOptions.resolved()
+        if cacheOptions.kvCacheMemory == nil {
+            let blocks = (ids.count + cacheConfig.blockSize - 1) / cacheConfig.blockSize
+            let perToken = PagedKVLayer.bytesPerToken(kvHeads: loaded.config.kvHeadCount, headDim: loaded.config.headDim, dtype: cacheConfig.dtype)
+            cacheConfig.memoryBytes = blocks * cacheConfig.blockSize * perToken * loaded.config.layerCount
+        }
+        let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: cacheConfig))
+        try runner.admit(SequenceID(0), prompt: ids)
+        return try runner.prefill(SequenceID(0), chunk: prefillChunk ?? ids.count, logits: .all)
     }
 
     /// The `k` largest logits of a row, descending (ties by lower id first).

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Kernels
+import Models
 
 /// The `pagoda` command line: run, score and tokenize with open-weight models.
 @main
@@ -7,7 +9,7 @@ struct Pagoda: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pagoda",
         abstract: "An LLM inference engine: GGUF and Hugging Face models on CPU.",
-        subcommands: [Generate.self, Score.self, Tokenize.self]
+        subcommands: [Generate.self, Score.self, Tokenize.self, Bench.self]
     )
 }
 
@@ -29,6 +31,35 @@ struct ModelOptions: ParsableArguments {
     func resolvedPath() throws -> String {
         if let model { return model }
         return try DefaultModelPath.resolve()
+    }
+}
+
+/// KV cache options shared by every command that runs the model.
+struct CacheOptions: ParsableArguments {
+    @Option(name: .customLong("kv-cache-memory"), help: "Memory for the KV cache: bytes with an optional K/M/G suffix, e.g. 512M.")
+    var kvCacheMemory: String?
+
+    @Option(name: .customLong("block-size"), help: "Tokens per KV cache block.")
+    var blockSize: Int = 16
+
+    @Option(name: .customLong("kv-cache-dtype"), help: "KV cache storage: fp32 (exact), f16, bf16 or int8.")
+    var kvCacheDType: String = "fp32"
+
+    func validate() throws {
+        guard blockSize >= 1, blockSize <= 1024 else { throw ValidationError("--block-size must be between 1 and 1024, got \(blockSize)") }
+        guard KVCacheDType(rawValue: kvCacheDType) != nil else {
+            throw ValidationError("--kv-cache-dtype must be one of \(KVCacheDType.allCases.map(\.rawValue).joined(separator: ", ")), got '\(kvCacheDType)'")
+        }
+        if let kvCacheMemory, KVCacheOptions.parseBytes(kvCacheMemory) == nil {
+            throw ValidationError("--kv-cache-memory must be a byte count with an optional K, M or G suffix (e.g. 512M), got '\(kvCacheMemory)'")
+        }
+    }
+
+    /// The cache options; `defaultBytes` applies when --kv-cache-memory is not given.
+    func resolved(defaultBytes: Int = 512 << 20) -> KVCacheOptions {
+        KVCacheOptions(
+            memoryBytes: kvCacheMemory.flatMap(KVCacheOptions.parseBytes) ?? defaultBytes,
+            blockSize: blockSize, dtype: KVCacheDType(rawValue: kvCacheDType) ?? .fp32)
     }
 }
 

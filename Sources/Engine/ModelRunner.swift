@@ -1,0 +1,138 @@
+import Cache
+import Kernels
+import Models
+
+/// Which logits a step item wants back.
+public enum LogitsRequest: Sendable {
+    case none
+    /// The last computed token's next-token logits: `[vocab]`.
+    case last
+    /// Every computed token's: `[count, vocab]`.
+    case all
+}
+
+/// Drives a model over the paged KV cache, one step at a time: keeps each live sequence's tokens,
+/// asks the cache manager for slots, builds the ragged batch (`cuQueryLens`, `seqLens`, block
+/// tables) and registers newly full blocks for prefix caching. Used from one thread (the engine's).
+public final class ModelRunner: @unchecked Sendable {
+    public let model: any CausalLanguageModel
+    public let cache: PagedKVCache
+    /// Every known token (prompt and generated) of each live sequence.
+    private var tokens: [SequenceID: [Int]] = [:]
+    /// Prompt tokens whose K/V came from the prefix cache, over the runner's life.
+    public private(set) var prefixCachedTokens = 0
+    /// Tokens pushed through the model, over the runner's life.
+    public private(set) var computedTokens = 0
+
+    public init(model: any CausalLanguageModel, cache: PagedKVCache) {
+        self.model = model
+        self.cache = cache
+    }
+
+    /// Starts a sequence with its prompt; returns how many prompt tokens the prefix cache already holds.
+    @discardableResult
+    public func admit(_ id: SequenceID, prompt: [Int]) throws -> Int {
+        let cached = try cache.manager.admit(sequence: id, promptTokens: prompt)
+        tokens[id] = prompt
+        prefixCachedTokens += cached
+        return cached
+    }
+
+    /// Adds a generated token to a sequence (computed by a later step).
+    public func append(_ id: SequenceID, token: Int) throws {
+        guard tokens[id] != nil else { throw CacheError.unknownSequence(id) }
+        tokens[id]?.append(token)
+    }
+
+    /// Tokens of `id` whose K/V are not computed yet.
+    public func pendingTokens(_ id: SequenceID) throws -> Int {
+        guard let all = tokens[id] else { throw CacheError.unknownSequence(id) }
+        return all.count - (try cache.manager.numComputedTokens(of: id))
+    }
+
+    /// Whether the cache can take `count` more tokens of `id` now.
+    public func canSchedule(_ id: SequenceID, count: Int) throws -> Bool {
+        try cache.manager.canAllocateSlots(sequence: id, newTokens: count)
+    }
+
+    /// Releases a sequence's blocks (full ones stay in the prefix cache).
+    public func free(_ id: SequenceID) throws {
+        try cache.manager.free(sequence: id)
+        tokens[id] = nil
+    }
+
+    /// One model step: for each item, computes the next `count` pending tokens of its sequence.
+    /// Returns the requested logits per item. Throws `CacheError.outOfBlocks` (computing nothing)
+    /// when the pool cannot hold the step.
+    public func step(_ items: [(id: SequenceID, count: Int, logits: LogitsRequest)]) throws -> [[Float]] {
+        let manager = cache.manager
+        var starts: [Int] = []
+        for item in items {
+            guard let all = tokens[item.id] else { throw CacheError.unknownSequence(item.id) }
+            let start = try manager.numComputedTokens(of: item.id)
+            guard item.count > 0, start + item.count <= all.count else {
+                throw CacheError.invalidArgument("step of \(item.count) tokens for \(item.id), which has \(all.count - start) pending")
+            }
+            starts.append(start)
+        }
+        // All or nothing: check every allocation before making any.
+        for item in items where !(try manager.canAllocateSlots(sequence: item.id, newTokens: item.count)) {
+            throw CacheError.outOfBlocks(requested: item.count, free: manager.freeBlockCount)
+        }
+        for item in items {
+            guard try manager.allocateSlots(sequence: item.id, newTokens: item.count) else {
+                throw CacheError.outOfBlocks(requested: item.count, free: manager.freeBlockCount)
+            }
+        }
+
+        var batchTokens: [Int] = [], positions: [Int] = [], logitRows: [Int] = []
+        var cuQueryLens = [0], seqLens: [Int] = []
+        for (item, start) in zip(items, starts) {
+            let all = tokens[item.id] ?? []
+            let first = batchTokens.count
+            batchTokens.append(contentsOf: all[start ..< start + item.count])
+            positions.append(contentsOf: start ..< start + item.count)
+            cuQueryLens.append(batchTokens.count)
+            seqLens.append(start + item.count)
+            switch item.logits {
+            case .none: break
+            case .last: logitRows.append(batchTokens.count - 1)
+            case .all: logitRows.append(contentsOf: first ..< batchTokens.count)
+            }
+        }
+        var attention: [RaggedBatch] = []
+        for group in manager.groups.indices {
+            let tables = try items.map { try manager.blockTable(for: $0.id, group: group) }
+            let width = max(1, tables.map(\.count).max() ?? 1)
+            var flat: [Int32] = []
+            flat.reserveCapacity(width * tables.count)
+            for table in tables {
+                flat.append(contentsOf: table)
+                flat.append(contentsOf: repeatElement(-1, count: width - table.count))
+            }
+            attention.append(RaggedBatch(cuQueryLens: cuQueryLens, seqLens: seqLens, blockTables: flat, maxBlocksPerSequence: width))
+        }
+        let logits = try model.forward(
+            ForwardBatch(tokens: batchTokens, positions: positions, attention: attention, logitRows: logitRows),
+            cache: cache)
+        computedTokens += batchTokens.count
+        for (item, start) in zip(items, starts) {
+            try manager.commit(sequence: item.id, tokens: Array((tokens[item.id] ?? [])[0 ..< start + item.count]))
+        }
+
+        // Split the logits rows back per item.
+        let vocab = model.config.vocabSize
+        var results: [[Float]] = []
+        var row = 0
+        for item in items {
+            let rows = switch item.logits {
+            case .none: 0
+            case .last: 1
+            case .all: item.count
+            }
+            results.append(Array(logits[row * vocab ..< (row + rows) * vocab]))
+            row += rows
+        }
+        return results
+    }
+}

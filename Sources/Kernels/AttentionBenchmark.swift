@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Measurements behind `pagoda bench attention`: decode attention throughput over a paged KV layer,
+/// and the machine's plain parallel read bandwidth to compare it with (decode is memory-bound).
+public enum AttentionBenchmark {
+    /// Times decode steps of `batch` sequences, each with `context` tokens (its new token included),
+    /// over one layer of the given shape and `dtype` (blocks shuffled, as after real allocation).
+    /// Returns the median seconds per step, the K/V bytes one step must read
+    /// (`batch * context * bytesPerToken`), and the resulting GB/s. Zeros if the shape is invalid.
+    public static func decodeThroughput(
+        context: Int, batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, blockSize: Int,
+        dtype: KVCacheDType, pool: WorkerPool, repetitions: Int
+    ) -> (secondsPerStep: Double, kvBytesPerStep: Int, gigabytesPerSecond: Double) {
+        guard context > 0, batch > 0, kvHeads > 0, qHeads % kvHeads == 0, headDim > 0, blockSize > 0 else { return (0, 0, 0) }
+        let blocksPerSequence = (context + blockSize - 1) / blockSize
+        let layer = PagedKVLayer(blocks: batch * blocksPerSequence, blockSize: blockSize, kvHeads: kvHeads, headDim: headDim, dtype: dtype)
+        var random = BenchmarkRandom(state: 0x5EED)
+        var ids = (0 ..< Int32(batch * blocksPerSequence)).map { $0 }
+        for i in stride(from: ids.count - 1, to: 0, by: -1) { ids.swapAt(i, random.next(below: i + 1)) }
+
+        // Fill every cached token with random K/V.
+        let tokenFloats = kvHeads * headDim
+        var key = [Float](repeating: 0, count: tokenFloats), value = key
+        for s in 0 ..< batch {
+            for pos in 0 ..< context - 1 {
+                for i in 0 ..< tokenFloats {
+                    key[i] = random.symmetric()
+                    value[i] = random.symmetric()
+                }
+                layer.write(key: key, value: value, block: Int(ids[s * blocksPerSequence + pos / blockSize]), slot: pos % blockSize)
+            }
+        }
+        let batchDescription = RaggedBatch(
+            cuQueryLens: Array(0 ... batch), seqLens: Array(repeating: context, count: batch),
+            blockTables: ids, maxBlocksPerSequence: blocksPerSequence)
+        let q = (0 ..< batch * qHeads * headDim).map { _ in random.symmetric() }
+        let newKV = (0 ..< batch * tokenFloats).map { _ in random.symmetric() }
+        var out = [Float](repeating: 0, count: batch * qHeads * headDim)
+        let options = AttentionOptions(scale: 1 / Float(headDim).squareRoot())
+
+        var times: [Double] = []
+        for rep in 0 ..< max(1, repetitions) + 1 {
+            let start = now()
+            do {
+                try RaggedPagedAttention.forward(q: q, newKeys: newKV, newValues: newKV, out: &out, batch: batchDescription,
+                                                 layer: layer, qHeads: qHeads, options: options, pool: pool)
+            } catch {
+                return (0, 0, 0)
+            }
+            if rep > 0 { times.append(now() - start) }  // the first step warms caches and scratch
+        }
+        times.sort()
+        let seconds = times[times.count / 2]
+        let bytes = batch * context * PagedKVLayer.bytesPerToken(kvHeads: kvHeads, headDim: headDim, dtype: dtype)
+        return (seconds, bytes, Double(bytes) / seconds / 1e9)
+    }
+
+    /// GB/s of a plain parallel float32 sum over a `bytes`-byte buffer (best of a few passes): the
+    /// read bandwidth the decode kernel can hope to reach.
+    public static func measuredReadBandwidth(bytes: Int, pool: WorkerPool) -> Double {
+        let count = max(bytes / 4 / 64 * 64, 64)
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: count)
+        var best = Double.infinity
+        var sink: Float = 0
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount)
+        defer { partials.deallocate() }
+        for _ in 0 ..< 5 {
+            let start = now()
+            let chunks = count / 64
+            pool.parallelFor(chunks) { range, thread in
+                var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+                var p = buffer + range.lowerBound * 64
+                for _ in range {
+                    a0 += Vector.load16(p)
+                    a1 += Vector.load16(p + 16)
+                    a2 += Vector.load16(p + 32)
+                    a3 += Vector.load16(p + 48)
+                    p += 64
+                }
+                partials[thread] = (a0 + a1 + a2 + a3).sum()
+            }
+            best = min(best, now() - start)
+            sink += partials[0]
+        }
+        if sink == -1 { print(sink) }  // keeps the sums alive
+        return Double(count * 4) / best / 1e9
+    }
+
+    static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+}
+
+/// Small deterministic generator for benchmark data.
+struct BenchmarkRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
+    /// Uniform in -1 ... 1.
+    mutating func symmetric() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
+}

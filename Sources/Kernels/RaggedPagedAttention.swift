@@ -1,0 +1,638 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Why a ragged batch (or its options) cannot be run against a KV layer.
+public enum AttentionError: Error, CustomStringConvertible, Equatable, Sendable {
+    case badCumulativeQueryLengths(String)
+    case queryLongerThanContext(sequence: Int, queryLength: Int, seqLen: Int)
+    case blockTableTooShort(sequence: Int, needed: Int, have: Int)
+    case blockIdOutOfRange(sequence: Int, logicalBlock: Int, id: Int32, blockCount: Int)
+    case badShape(String)
+    case badOptions(String)
+
+    public var description: String {
+        switch self {
+        case .badCumulativeQueryLengths(let why):
+            return "invalid cuQueryLens: \(why)"
+        case let .queryLongerThanContext(s, q, l):
+            return "sequence \(s) has \(q) new query tokens but a context of only \(l)"
+        case let .blockTableTooShort(s, needed, have):
+            return "sequence \(s) needs \(needed) block table entries but the table has \(have)"
+        case let .blockIdOutOfRange(s, b, id, count):
+            return "sequence \(s) logical block \(b) maps to block id \(id), outside 0..<\(count)"
+        case .badShape(let why):
+            return "invalid attention shape: \(why)"
+        case .badOptions(let why):
+            return "invalid attention options: \(why)"
+        }
+    }
+}
+
+/// Describes one engine step: S sequences, each with some new query tokens (a prefill, a chunk of a
+/// prefill continuing earlier chunks, or a single decode token), all in one `[T, heads, headDim]` batch.
+public struct RaggedBatch: Sendable {
+    /// `[S + 1]`, `cuQueryLens[0] == 0`; sequence `s` owns query rows `cuQueryLens[s] ..< cuQueryLens[s + 1]`.
+    public var cuQueryLens: [Int]
+    /// `[S]`, context length of `s` including its new tokens; new token `i` of `s` sits at position
+    /// `seqLens[s] - queryLength(s) + i`.
+    public var seqLens: [Int]
+    /// `[S * maxBlocksPerSequence]`, row-major: logical block `b` of `s` -> physical block id. Entries for
+    /// blocks wholly outside a sliding window may be -1 (never read).
+    public var blockTables: [Int32]
+    public var maxBlocksPerSequence: Int
+
+    public init(cuQueryLens: [Int], seqLens: [Int], blockTables: [Int32], maxBlocksPerSequence: Int) {
+        self.cuQueryLens = cuQueryLens
+        self.seqLens = seqLens
+        self.blockTables = blockTables
+        self.maxBlocksPerSequence = maxBlocksPerSequence
+    }
+
+    /// Number of sequences S.
+    public var sequenceCount: Int { seqLens.count }
+    /// Number of query rows T.
+    public var tokenCount: Int { cuQueryLens.last ?? 0 }
+    /// New query tokens of sequence `s`.
+    public func queryLength(_ s: Int) -> Int { cuQueryLens[s + 1] - cuQueryLens[s] }
+
+    /// Checks the batch against a KV layer of `blockCount` blocks of `blockSize` tokens: cumulative
+    /// lengths start at 0 and never decrease, no sequence has more new tokens than context, every
+    /// table is long enough, and every block that will be written or read (with `slidingWindow`,
+    /// only those holding keys inside some query's window) has an id in `0 ..< blockCount`.
+    public func validate(blockCount: Int, blockSize: Int, slidingWindow: Int? = nil) throws(AttentionError) {
+        let count = seqLens.count
+        guard cuQueryLens.count == count + 1 else {
+            throw .badCumulativeQueryLengths("has \(cuQueryLens.count) entries for \(count) sequences (need S + 1)")
+        }
+        guard cuQueryLens[0] == 0 else { throw .badCumulativeQueryLengths("starts at \(cuQueryLens[0]), not 0") }
+        for s in 0 ..< count where cuQueryLens[s + 1] < cuQueryLens[s] {
+            throw .badCumulativeQueryLengths("decreases at sequence \(s) (\(cuQueryLens[s]) -> \(cuQueryLens[s + 1]))")
+        }
+        guard blockSize > 0 else { throw .badShape("block size \(blockSize)") }
+        guard maxBlocksPerSequence >= 0 else { throw .badShape("maxBlocksPerSequence \(maxBlocksPerSequence)") }
+        if let w = slidingWindow, w <= 0 { throw .badOptions("sliding window \(w) must be positive") }
+        let (tableEntries, overflow) = count.multipliedReportingOverflow(by: maxBlocksPerSequence)
+        guard !overflow else { throw .badShape("block table size overflows") }
+        for s in 0 ..< count {
+            let queryLength = cuQueryLens[s + 1] - cuQueryLens[s]
+            let seqLen = seqLens[s]
+            guard seqLen >= queryLength else {
+                throw .queryLongerThanContext(sequence: s, queryLength: queryLength, seqLen: seqLen)
+            }
+            let needed = (seqLen + blockSize - 1) / blockSize
+            guard needed <= maxBlocksPerSequence else {
+                throw .blockTableTooShort(sequence: s, needed: needed, have: maxBlocksPerSequence)
+            }
+            guard (s + 1) * maxBlocksPerSequence <= blockTables.count else {
+                throw .blockTableTooShort(sequence: s, needed: tableEntries, have: blockTables.count)
+            }
+            guard queryLength > 0 else { continue }
+            let firstNew = seqLen - queryLength
+            let firstRead = slidingWindow.map { max(0, firstNew - $0 + 1) } ?? 0
+            for b in firstRead / blockSize ... (seqLen - 1) / blockSize {
+                let id = blockTables[s * maxBlocksPerSequence + b]
+                guard id >= 0, Int(id) < blockCount else {
+                    throw .blockIdOutOfRange(sequence: s, logicalBlock: b, id: id, blockCount: blockCount)
+                }
+            }
+        }
+    }
+}
+
+/// Per-call attention options.
+public struct AttentionOptions: Sendable {
+    /// Multiplies `q . k`; usually `1 / sqrt(headDim)` or `query_pre_attn_scalar^-0.5`.
+    public var scale: Float
+    /// Query at position `i` sees keys `j` with `i - W < j <= i` (HF semantics: W keys including itself).
+    public var slidingWindow: Int?
+    /// `s = cap * tanh(s / cap)`, applied after scaling, before masking (Gemma 2).
+    public var logitSoftCap: Float?
+    /// `[qHeads]` learned per-head logits that join only the softmax denominator (GPT-OSS):
+    /// `p_j = exp(s_j - m) / (exp(sink - m) + sum_k exp(s_k - m))`.
+    public var sinks: [Float]?
+
+    public init(scale: Float, slidingWindow: Int? = nil, logitSoftCap: Float? = nil, sinks: [Float]? = nil) {
+        self.scale = scale
+        self.slidingWindow = slidingWindow
+        self.logitSoftCap = logitSoftCap
+        self.sinks = sinks
+    }
+}
+
+/// Causal attention over a paged KV cache for a ragged batch mixing prefills, chunked prefills and
+/// decodes (as vLLM / tpu-inference's ragged paged attention), on CPU.
+///
+/// Batch invariance: the floating-point operations for one (query row, head) depend only on the row's
+/// position and its sequence's context. Keys are visited in ascending order in 16-key tiles aligned to
+/// absolute positions, grouped in partitions of `partitionKeys` keys aligned the same way; each
+/// partition is reduced from a fresh online-softmax state and the partitions are merged in ascending
+/// order. Which thread runs a partition, whether partitions run in parallel (few long rows, e.g. a
+/// small decode batch) or in sequence, and which other rows share a K/V tile never change a result bit.
+public enum RaggedPagedAttention {
+    /// Keys per score tile (one SIMD16 of scores), aligned to absolute positions.
+    static let keyTile = 16
+    /// Keys per partition, aligned to absolute positions: the unit of key-range parallelism.
+    static let partitionKeys = 512
+    /// Most floats of partial results kept for key-range parallelism (else partitions run in sequence).
+    static let partialLimit = 8 << 20
+
+    /// Writes each new token's K/V into its slot (block = `table[s][pos / blockSize]`, slot =
+    /// `pos % blockSize`), then computes causal attention for every query row over its sequence's whole
+    /// context (earlier chunks and cached prefix included).
+    /// Shapes: `q, out: [T, qHeads, headDim]`, `newKeys, newValues: [T, kvHeads, headDim]`, with
+    /// `qHeads` a multiple of `layer.kvHeads`. Validates the batch and options first and throws, having
+    /// written nothing, if they are inconsistent with each other or with the layer.
+    public static func forward(
+        q: UnsafePointer<Float>, newKeys: UnsafePointer<Float>, newValues: UnsafePointer<Float>,
+        out: UnsafeMutablePointer<Float>,
+        batch: RaggedBatch, layer: PagedKVLayer, qHeads: Int, options: AttentionOptions,
+        pool: WorkerPool
+    ) throws(AttentionError) {
+        guard qHeads > 0, qHeads % layer.kvHeads == 0 else {
+            throw .badShape("qHeads \(qHeads) is not a positive multiple of kvHeads \(layer.kvHeads)")
+        }
+        guard options.scale.isFinite else { throw .badOptions("scale \(options.scale)") }
+        if let cap = options.logitSoftCap, !(cap > 0 && cap.isFinite) { throw .badOptions("logit soft cap \(cap)") }
+        if let sinks = options.sinks, sinks.count != qHeads {
+            throw .badOptions("\(sinks.count) sinks for \(qHeads) query heads")
+        }
+        try batch.validate(blockCount: layer.blocks, blockSize: layer.blockSize, slidingWindow: options.slidingWindow)
+
+        writeNewTokens(newKeys: newKeys, newValues: newValues, batch: batch, layer: layer)
+        if layer.rotatesForInt8 {
+            // The int8 cache holds Hadamard-rotated vectors: attend with rotated queries, rotate back.
+            let count = batch.tokenCount * qHeads
+            let rotatedQ = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count * layer.headDim))
+            defer { rotatedQ.deallocate() }
+            rotatedQ.update(from: q, count: count * layer.headDim)
+            for v in 0 ..< count { Hadamard.rotate(rotatedQ + v * layer.headDim, layer.headDim) }
+            attend(Int8Element.self, q: rotatedQ, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
+            for v in 0 ..< count { Hadamard.rotate(out + v * layer.headDim, layer.headDim) }
+            return
+        }
+        switch layer.dtype {
+        case .fp32: attend(FP32Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
+        case .f16: attend(F16Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
+        case .bf16: attend(BF16Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
+        case .int8: attend(Int8Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
+        }
+    }
+
+    /// Stores the new tokens of every sequence at their positions (batch already validated).
+    static func writeNewTokens(newKeys: UnsafePointer<Float>, newValues: UnsafePointer<Float>, batch: RaggedBatch, layer: PagedKVLayer) {
+        let stride = layer.kvHeads * layer.headDim
+        for s in 0 ..< batch.sequenceCount {
+            let first = batch.seqLens[s] - batch.queryLength(s)
+            for row in batch.cuQueryLens[s] ..< batch.cuQueryLens[s + 1] {
+                let pos = first + row - batch.cuQueryLens[s]
+                let block = Int(batch.blockTables[s * batch.maxBlocksPerSequence + pos / layer.blockSize])
+                layer.write(key: newKeys + row * stride, value: newValues + row * stride, block: block, slot: pos % layer.blockSize)
+            }
+        }
+    }
+
+    /// Runs the attention kernel for storage type `E` over the whole batch.
+    static func attend<E: KVElement>(
+        _: E.Type, q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+        batch: RaggedBatch, layer: PagedKVLayer, qHeads: Int, options: AttentionOptions, pool: WorkerPool
+    ) {
+        batch.cuQueryLens.withUnsafeBufferPointer { cuQ in
+        batch.seqLens.withUnsafeBufferPointer { seqLens in
+        batch.blockTables.withUnsafeBufferPointer { tables in
+        (options.sinks ?? []).withUnsafeBufferPointer { sinks in
+            let kernel = AttentionKernel<E>(
+                q: q, out: out, layer: layer, qHeads: qHeads, options: options,
+                cuQ: cuQ.baseAddress.unsafelyUnwrapped, seqLens: seqLens.baseAddress.unsafelyUnwrapped,
+                tables: tables.baseAddress ?? UnsafePointer(bitPattern: 8).unsafelyUnwrapped,
+                maxBlocks: batch.maxBlocksPerSequence, sequences: batch.sequenceCount,
+                sinks: options.sinks == nil ? nil : sinks.baseAddress)
+            kernel.run(pool: pool)
+        }
+        }
+        }
+        }
+    }
+}
+
+/// The attention loops for one storage type. A *unit* is (sequence, tile of up to `rowTile` query
+/// rows), all heads; it covers key partitions `firstPartition ... lastPartition`. Per (row, head) the
+/// state is `stateStride` floats: running max at 0, denominator at 1, accumulator `[headDim]` at 16.
+struct AttentionKernel<E: KVElement> {
+    let q: UnsafePointer<Float>
+    let out: UnsafeMutablePointer<Float>
+    let keys: UnsafeRawPointer
+    let values: UnsafeRawPointer
+    let keyScales: UnsafePointer<Float>
+    let valueScales: UnsafePointer<Float>
+    let cuQ: UnsafePointer<Int>
+    let seqLens: UnsafePointer<Int>
+    let tables: UnsafePointer<Int32>
+    let maxBlocks: Int
+    let sequences: Int
+    let sinks: UnsafePointer<Float>?
+    let qHeads: Int, kvHeads: Int, group: Int, headDim: Int, blockSize: Int
+    let scale: Float
+    /// Sliding window in keys, 0 for none.
+    let window: Int
+    /// Logit soft cap, 0 for none.
+    let softCap: Float
+    let rowTile: Int
+    let stateStride: Int
+    /// Bytes of one stored K (or V) vector.
+    let vectorBytes: Int
+
+    static var keyTile: Int { RaggedPagedAttention.keyTile }
+    static var partitionKeys: Int { RaggedPagedAttention.partitionKeys }
+
+    init(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, layer: PagedKVLayer, qHeads: Int,
+         options: AttentionOptions, cuQ: UnsafePointer<Int>, seqLens: UnsafePointer<Int>,
+         tables: UnsafePointer<Int32>, maxBlocks: Int, sequences: Int, sinks: UnsafePointer<Float>?) {
+        self.q = q
+        self.out = out
+        keys = UnsafeRawPointer(layer.keys)
+        values = UnsafeRawPointer(layer.values)
+        keyScales = UnsafePointer(layer.keyScales)
+        valueScales = UnsafePointer(layer.valueScales)
+        self.cuQ = cuQ
+        self.seqLens = seqLens
+        self.tables = tables
+        self.maxBlocks = maxBlocks
+        self.sequences = sequences
+        self.sinks = sinks
+        self.qHeads = qHeads
+        kvHeads = layer.kvHeads
+        group = qHeads / layer.kvHeads
+        headDim = layer.headDim
+        blockSize = layer.blockSize
+        scale = options.scale
+        window = options.slidingWindow ?? 0
+        softCap = options.logitSoftCap ?? 0
+        stateStride = 16 + (layer.headDim + 15) / 16 * 16
+        // Rows sharing each K/V tile: enough to reuse it, few enough that their states stay in cache.
+        rowTile = max(1, min(16, 8192 / (qHeads * stateStride)))
+        vectorBytes = layer.headDim * E.size
+    }
+
+    // MARK: Positions
+
+    /// Position of the first new token of sequence `s`.
+    @inline(__always) func firstPosition(_ s: Int) -> Int { seqLens[s] - (cuQ[s + 1] - cuQ[s]) }
+    /// First key position visible from position `p`.
+    @inline(__always) func lowestKey(_ p: Int) -> Int { window > 0 ? max(0, p - window + 1) : 0 }
+
+    // MARK: Work units
+
+    /// A position in the ordered list of units, with the running counts needed to address partials.
+    struct Cursor {
+        var seq = 0, tile = 0
+        /// Index of this unit among all units.
+        var unit = 0
+        /// Index of this unit's first partition among all (unit, partition) items.
+        var firstItem = 0
+        /// Floats of partials stored before this unit's first partition.
+        var partialOffset = 0
+    }
+
+    /// Rows `r0 ..< r1` and partitions `k0 ... k1` of the cursor's unit.
+    @inline(__always) func describe(_ c: Cursor) -> (r0: Int, r1: Int, k0: Int, k1: Int) {
+        let r0 = cuQ[c.seq] + c.tile * rowTile
+        let r1 = min(r0 + rowTile, cuQ[c.seq + 1])
+        let first = firstPosition(c.seq) - cuQ[c.seq]
+        return (r0, r1, lowestKey(first + r0) / Self.partitionKeys, (first + r1 - 1) / Self.partitionKeys)
+    }
+
+    /// Skips sequences without query rows; `c.seq == sequences` marks the end.
+    @inline(__always) func settle(_ c: inout Cursor) {
+        while c.seq < sequences && cuQ[c.seq + 1] == cuQ[c.seq] { c.seq += 1 }
+    }
+
+    func start() -> Cursor {
+        var c = Cursor()
+        settle(&c)
+        return c
+    }
+
+    /// Moves to the next unit (order: sequence, row tile, kv head).
+    @inline(__always) func advance(_ c: inout Cursor) {
+        let d = describe(c)
+        let partitions = d.k1 - d.k0 + 1
+        c.firstItem += partitions
+        c.partialOffset += partitions * (d.r1 - d.r0) * qHeads * stateStride
+        c.unit += 1
+        c.tile += 1
+        if cuQ[c.seq] + c.tile * rowTile >= cuQ[c.seq + 1] {
+            c.tile = 0
+            c.seq += 1
+            settle(&c)
+        }
+    }
+
+    /// Floats of per-thread scratch: running and partial states of one unit.
+    var scratchPerThread: Int { 2 * rowTile * qHeads * stateStride }
+
+    /// Computes the whole batch on `pool`, in one parallel region. Threads claim units in order from
+    /// a shared counter. With few units (say a small decode batch over long contexts), they first claim
+    /// (unit, partition) items, each reduced into its own slot of a partial buffer held in thread 0's
+    /// scratch, then, after all items are done, claim units and merge their partitions in order.
+    func run(pool: WorkerPool) {
+        var end = start()
+        while end.seq < sequences { advance(&end) }
+        let units = end.unit, items = end.firstItem
+        guard units > 0 else { return }
+        let split = pool.threadCount > 1 && units < 4 * pool.threadCount && units < items
+            && end.partialOffset <= RaggedPagedAttention.partialLimit
+        let perThread = scratchPerThread
+        let partialFloats = split ? end.partialOffset : 0
+        let published = Atomic<Int>(0)
+        let nextItem = Atomic<Int>(0), doneItems = Atomic<Int>(0), nextUnit = Atomic<Int>(0)
+        pool.run { t in
+            // Scratch is fetched inside the region: the pool's lock keeps other callers out meanwhile.
+            let running = pool.scratch(thread: t, count: perThread + (t == 0 ? partialFloats : 0))
+            let partial = running + rowTile * qHeads * stateStride
+            if split {
+                if t == 0 { published.store(Int(bitPattern: running + perThread), ordering: .releasing) }
+                var address = published.load(ordering: .acquiring)
+                while address == 0 { address = published.load(ordering: .acquiring) }
+                let partials = UnsafeMutablePointer<Float>(bitPattern: address).unsafelyUnwrapped
+                var c = start()
+                while true {
+                    let item = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if item >= items { break }
+                    while c.firstItem + partitionCount(c) <= item { advance(&c) }
+                    let d = describe(c)
+                    let index = item - c.firstItem
+                    let slot = partials + c.partialOffset + index * (d.r1 - d.r0) * qHeads * stateStride
+                    computePartition(seq: c.seq, rows: d.r0, d.r1, partition: d.k0 + index, into: slot)
+                    doneItems.wrappingAdd(1, ordering: .releasing)
+                }
+                while doneItems.load(ordering: .acquiring) < items {}
+                c = start()
+                while true {
+                    let unit = nextUnit.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if unit >= units { break }
+                    while c.unit < unit { advance(&c) }
+                    let d = describe(c)
+                    let rows = d.r1 - d.r0
+                    begin(seq: c.seq, rows: d.r0, d.r1, running: running)
+                    for k in d.k0 ... d.k1 {
+                        let slot = partials + c.partialOffset + (k - d.k0) * rows * qHeads * stateStride
+                        merge(seq: c.seq, rows: d.r0, d.r1, partition: k, partial: slot, into: running)
+                    }
+                    finish(rows: d.r0, d.r1, running: running)
+                }
+            } else {
+                var c = start()
+                while true {
+                    let unit = nextUnit.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if unit >= units { break }
+                    while c.unit < unit { advance(&c) }
+                    let d = describe(c)
+                    begin(seq: c.seq, rows: d.r0, d.r1, running: running)
+                    for k in d.k0 ... d.k1 {
+                        computePartition(seq: c.seq, rows: d.r0, d.r1, partition: k, into: partial)
+                        merge(seq: c.seq, rows: d.r0, d.r1, partition: k, partial: partial, into: running)
+                    }
+                    finish(rows: d.r0, d.r1, running: running)
+                }
+            }
+        }
+    }
+
+    @inline(__always) func partitionCount(_ c: Cursor) -> Int {
+        let d = describe(c)
+        return d.k1 - d.k0 + 1
+    }
+
+    // MARK: Per-unit steps
+
+    /// Initial running state of each (row, head) of a unit: the sink logit (weight 1) or empty.
+    func begin(seq s: Int, rows r0: Int, _ r1: Int, running: UnsafeMutablePointer<Float>) {
+        for i in 0 ..< (r1 - r0) * qHeads {
+            let state = running + i * stateStride
+            if let sinks {
+                state[0] = sinks[i % qHeads]
+                state[1] = 1
+            } else {
+                state[0] = -.infinity
+                state[1] = 0
+            }
+            (state + 16).update(repeating: 0, count: stateStride - 16)
+        }
+    }
+
+    /// Folds partition `k`'s partial states into the running states of the rows whose keys it holds.
+    func merge(seq s: Int, rows r0: Int, _ r1: Int, partition k: Int, partial: UnsafePointer<Float>, into running: UnsafeMutablePointer<Float>) {
+        let first = firstPosition(s) - cuQ[s]
+        for r in r0 ..< r1 {
+            let p = first + r
+            guard lowestKey(p) / Self.partitionKeys <= k, k <= p / Self.partitionKeys else { continue }
+            for h in 0 ..< qHeads {
+                let i = (r - r0) * qHeads + h
+                let a = running + i * stateStride, b = partial + i * stateStride
+                let m = max(a[0], b[0])
+                let ca = expf(a[0] - m), cb = expf(b[0] - m)
+                a[0] = m
+                a[1] = a[1] * ca + b[1] * cb
+                let va = SIMD16<Float>(repeating: ca), vb = SIMD16<Float>(repeating: cb)
+                var d = 16
+                while d < stateStride {
+                    Vector.store16(Vector.load16(a + d) * va + Vector.load16(b + d) * vb, a + d)
+                    d += 16
+                }
+            }
+        }
+    }
+
+    /// Writes `out = accumulator / denominator` for every (row, head) of the unit.
+    func finish(rows r0: Int, _ r1: Int, running: UnsafePointer<Float>) {
+        for r in r0 ..< r1 {
+            for h in 0 ..< qHeads {
+                let state = running + ((r - r0) * qHeads + h) * stateStride
+                let inverse = 1 / state[1]
+                let o = out + (r * qHeads + h) * headDim
+                for d in 0 ..< headDim { o[d] = state[16 + d] * inverse }
+            }
+        }
+    }
+
+    /// Online softmax of the unit's rows over the keys of partition `k` (those each row may see), from
+    /// a fresh state, into `partial`. Key tiles are read once and applied to every row and head.
+    func computePartition(seq s: Int, rows r0: Int, _ r1: Int, partition k: Int, into partial: UnsafeMutablePointer<Float>) {
+        let partStart = k * Self.partitionKeys
+        let partLast = partStart + Self.partitionKeys - 1
+        let first = firstPosition(s) - cuQ[s]
+        let keyLow = max(partStart, lowestKey(first + r0))
+        let keyHigh = min(partLast, first + r1 - 1)
+        for i in 0 ..< (r1 - r0) * qHeads {
+            let state = partial + i * stateStride
+            state[0] = -.infinity
+            state[1] = 0
+            (state + 16).update(repeating: 0, count: stateStride - 16)
+        }
+        guard keyLow <= keyHigh else { return }
+        let table = tables + s * maxBlocks
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: Self.keyTile) { offsets in
+        withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: Self.keyTile) { partials in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: Self.keyTile) { weights in
+            let offsets = offsets.baseAddress.unsafelyUnwrapped
+            let partials = partials.baseAddress.unsafelyUnwrapped, weights = weights.baseAddress.unsafelyUnwrapped
+            var tileStart = keyLow / Self.keyTile * Self.keyTile
+            while tileStart <= keyHigh {
+                // Byte offsets of the K/V vectors (of head g) of the tile's keys, and their index.
+                let lo = max(tileStart, keyLow), hi = min(tileStart + Self.keyTile - 1, keyHigh)
+                for pos in lo ... hi {
+                    let block = Int(table[pos / blockSize])
+                    offsets[pos - tileStart] = (block * blockSize + pos % blockSize) * kvHeads
+                }
+                // All kv heads of the tile's tokens: one contiguous stretch of each block.
+                for g in 0 ..< kvHeads {
+                    if g > 0 { for j in lo - tileStart ... hi - tileStart { offsets[j] += 1 } }
+                    for r in r0 ..< r1 {
+                        let p = first + r
+                        let jLo = max(lo, lowestKey(p)) - tileStart
+                        let jHi = min(hi, p) - tileStart
+                        if jLo > jHi { continue }
+                        for h in 0 ..< group {
+                            let qHead = g * group + h
+                            update(state: partial + ((r - r0) * qHeads + qHead) * stateStride,
+                                   query: q + (r * qHeads + qHead) * headDim,
+                                   offsets: offsets, partials: partials, weights: weights, jLo, jHi)
+                        }
+                    }
+                }
+                tileStart += Self.keyTile
+            }
+        }
+        }
+        }
+    }
+
+    /// One online-softmax step of one (row, head) over tile keys `jLo ... jHi` (vector indices
+    /// `offsets[j]`): scores, tile max, rescale, exp, weighted V sum, V accumulated in ascending j.
+    /// `partials: [16]` and `weights: [16]` are per-thread stack scratch.
+    @inline(__always)
+    func update(state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
+                partials: UnsafeMutablePointer<SIMD16<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int) {
+        // Per-key lane partial sums of q . k, then one transposing reduction gives lane j = score j.
+        for j in 0 ..< Self.keyTile {
+            partials[j] = j < jLo || j > jHi ? SIMD16() : dotPartial(query, keys + offsets[j] * vectorBytes)
+        }
+        var scores = reduceTransposed(partials)
+        if E.isScaled {
+            for j in jLo ... jHi { weights[j] = keyScales[offsets[j]] }
+            scores *= Vector.load16(weights)
+        }
+        scores *= scale
+        if softCap > 0 {
+            Vector.store16(scores, weights)
+            for j in jLo ... jHi { weights[j] = softCap * tanhf(weights[j] / softCap) }
+            scores = Vector.load16(weights)
+        }
+        let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        let masked = (lanes .< Int32(jLo)) .| (lanes .> Int32(jHi))
+        scores.replace(with: -.infinity, where: masked)
+
+        let oldMax = state[0]
+        let newMax = max(oldMax, scores.max())
+        let correction = expf(oldMax - newMax)
+        let p = exp16(scores - SIMD16(repeating: newMax))
+        state[0] = newMax
+        state[1] = state[1] * correction + treeSum(p)
+        Vector.store16(p, weights)
+        if E.isScaled {
+            for j in jLo ... jHi { weights[j] *= valueScales[offsets[j]] }
+        }
+        let acc = state + 16
+        var d = 0
+        while d + 16 <= headDim {
+            var a = Vector.load16(acc + d)
+            if correction != 1 { a *= SIMD16(repeating: correction) }
+            for j in jLo ... jHi {
+                a += SIMD16(repeating: weights[j]) * E.load16(values + offsets[j] * vectorBytes, d)
+            }
+            Vector.store16(a, acc + d)
+            d += 16
+        }
+        while d < headDim {
+            var a = acc[d]
+            if correction != 1 { a *= correction }
+            for j in jLo ... jHi {
+                a += weights[j] * E.load1(values + offsets[j] * vectorBytes, d)
+            }
+            acc[d] = a
+            d += 1
+        }
+    }
+
+    /// Lane-wise partial products of `query . key` summed over 16-element chunks (a tail shorter than
+    /// 16 is summed in order into lane 0); the lanes still need adding.
+    @inline(__always)
+    func dotPartial(_ query: UnsafePointer<Float>, _ key: UnsafeRawPointer) -> SIMD16<Float> {
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= headDim {
+            acc += Vector.load16(query + i) * E.load16(key, i)
+            i += 16
+        }
+        if i < headDim {
+            var tail: Float = 0
+            while i < headDim {
+                tail += query[i] * E.load1(key, i)
+                i += 1
+            }
+            acc[0] += tail
+        }
+        return acc
+    }
+}
+
+/// Lane j of the result is the sum of the 16 lanes of `v[j]` (a fixed pairwise tree), for `v: [16]`;
+/// overwrites `v`. Four rounds of adjacent-pair adds instead of 16 separate horizontal sums.
+@inline(__always)
+func reduceTransposed(_ v: UnsafeMutablePointer<SIMD16<Float>>) -> SIMD16<Float> {
+    var n = 16
+    while n > 1 {
+        for i in 0 ..< n / 2 {
+            let x = v[2 * i], y = v[2 * i + 1]
+            v[i] = SIMD16(lowHalf: x.evenHalf + x.oddHalf, highHalf: y.evenHalf + y.oddHalf)
+        }
+        n /= 2
+    }
+    return v[0]
+}
+
+/// Sum of the lanes of `v` by a fixed pairwise tree.
+@inline(__always)
+func treeSum(_ v: SIMD16<Float>) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}
+
+/// `exp(x)` per lane (Cephes polynomial, ~1 ulp); lanes below -87.3 (masked keys at -inf) give exactly 0.
+@inline(__always)
+func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let tooSmall = x .< -87.3
+    let clamped = x.replacing(with: -87.3, where: tooSmall).replacing(with: 88.3, where: x .> 88.3)
+    let magic = SIMD16<Float>(repeating: 12582912)  // 1.5 * 2^23: rounds to an integer in the low bits
+    let shifted = clamped * 1.44269504088896341 + magic
+    let n = shifted - magic
+    var r = clamped - n * 0.693359375
+    r = r - n * -2.12194440e-4
+    var p = SIMD16<Float>(repeating: 1.9875691500e-4)
+    p = p * r + 1.3981999507e-3
+    p = p * r + 8.3334519073e-3
+    p = p * r + 4.1665795894e-2
+    p = p * r + 1.6666665459e-1
+    p = p * r + 5.0000001201e-1
+    p = p * (r * r) + r + 1
+    let exponent = (unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+    var y = p * unsafeBitCast(exponent, to: SIMD16<Float>.self)
+    y.replace(with: 0, where: tooSmall)
+    return y
+}
