@@ -42,7 +42,7 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
-        .testTarget(name: "CacheTests", dependencies: ["Cache"]),
+        .testTarget(name: "CacheTests", dependencies: ["Cache", "Kernels"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"], exclude: []),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "TestSupport"]),

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Kernels
 
 /// A small, fast, seedable random number generator (xoshiro256**), so a seed gives the same
 /// sample on every platform and run.
@@ -11,15 +12,8 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
     public init(seed: UInt64) {
         // SplitMix64 spreads the seed over the state.
-        var x = seed
-        func next() -> UInt64 {
-            x &+= 0x9E37_79B9_7F4A_7C15
-            var z = x
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        state = (next(), next(), next(), next())
+        var spread = SplitMix64(state: seed)
+        state = (spread.next(), spread.next(), spread.next(), spread.next())
     }
 
     public mutating func next() -> UInt64 {

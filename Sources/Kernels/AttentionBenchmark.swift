@@ -18,7 +18,7 @@ public enum AttentionBenchmark {
         guard context > 0, batch > 0, kvHeads > 0, qHeads % kvHeads == 0, headDim > 0, blockSize > 0 else { return (0, 0, 0) }
         let blocksPerSequence = (context + blockSize - 1) / blockSize
         let layer = PagedKVLayer(blocks: batch * blocksPerSequence, blockSize: blockSize, kvHeads: kvHeads, headDim: headDim, dtype: dtype)
-        var random = BenchmarkRandom(state: 0x5EED)
+        var random = SplitMix64(state: 0x5EED)
         var ids = (0 ..< Int32(batch * blocksPerSequence)).map { $0 }
         for i in stride(from: ids.count - 1, to: 0, by: -1) { ids.swapAt(i, random.next(below: i + 1)) }
 
@@ -99,17 +99,7 @@ public enum AttentionBenchmark {
     }
 }
 
-/// Small deterministic generator for benchmark data.
-struct BenchmarkRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
+extension SplitMix64 {
     /// Uniform in -1 ... 1.
     mutating func symmetric() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
 }

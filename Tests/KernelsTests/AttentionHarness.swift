@@ -4,17 +4,11 @@ import Kernels
 /// One pool for every kernel test: the machine has few cores, and `run` serializes callers anyway.
 let testPool = WorkerPool(threads: 2)
 
-/// Deterministic SplitMix64 generator, so every property case replays exactly.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x1234_5678 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Deterministic generator, so every property case replays exactly.
+typealias SeededGenerator = SplitMix64
+
+extension SplitMix64 {
+    init(seed: UInt64) { self.init(state: seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x1234_5678) }
     /// Uniform in `-scale ... scale`.
     mutating func symmetric(_ scale: Float) -> Float { Float.random(in: -scale ... scale, using: &self) }
 }

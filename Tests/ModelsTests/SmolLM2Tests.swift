@@ -110,4 +110,21 @@ import TestSupport
         let coldLogits = try cold.prefill(0, chunk: 512, logits: .last)
         #expect(warm == coldLogits)
     }
+
+    /// `pagoda score --prefill-chunk` semantics on the real model: prefill in chunks of 1, 7 or 64
+    /// tokens (and other block sizes) gives logits bitwise equal to the unchunked run.
+    @Test func chunkedPrefillIsBitwiseInvariant() throws {
+        let loaded = try Self.loaded.get()
+        let ids = try #require(Self.prompts().first { $0["name"] as? String == "code" }?["ids"] as? [Int])
+        func logits(chunk: Int, blockSize: Int) throws -> [Float] {
+            let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(
+                config: loaded.config, options: KVCacheOptions(memoryBytes: 16 << 20, blockSize: blockSize)))
+            try runner.admit(0, prompt: ids)
+            return try runner.prefill(0, chunk: chunk, logits: .all)
+        }
+        let whole = try logits(chunk: ids.count, blockSize: 16)
+        for (chunk, blockSize) in [(1, 16), (7, 16), (64, 16), (7, 8), (5, 32)] {
+            #expect(try logits(chunk: chunk, blockSize: blockSize) == whole, "chunk \(chunk), block size \(blockSize)")
+        }
+    }
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Logit error of the lossy KV cache types against the exact fp32 cache on the default model.
+
+For each SmolLM2 fixture prompt plus its first 16 greedy tokens, runs `pagoda score` with
+`--kv-cache-dtype fp32` and with each lossy type, and compares the top-10 logits (by id) at every
+position. Prints max and mean absolute error per type. Usage:
+
+    swift build -c release --product pagoda
+    python3 Benchmarks/kv-cache-error.py [f16 bf16 int8]
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGODA = os.path.join(ROOT, ".build", "release", "pagoda")
+REFERENCE = os.path.join(ROOT, "Tests", "Fixtures", "smollm2-135m", "reference.json")
+
+
+def score(ids, dtype):
+    out = subprocess.run(
+        [PAGODA, "score", "--tokens", ",".join(map(str, ids)), "--top", "50", "--json", "--kv-cache-dtype", dtype],
+        capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["positions"]
+
+
+def main():
+    dtypes = sys.argv[1:] or ["f16", "bf16", "int8"]
+    prompts = json.load(open(REFERENCE))["prompts"]
+    exact = {p["name"]: score(p["ids"] + p["greedy"]["ids"][:16], "fp32") for p in prompts}
+    for dtype in dtypes:
+        errors = []
+        for p in prompts:
+            lossy = score(p["ids"] + p["greedy"]["ids"][:16], dtype)
+            for a, b in zip(exact[p["name"]], lossy):
+                da, db = dict(a["top"]), dict(b["top"])
+                common = [k for k in da if k in db][:10]
+                errors.append(max(abs(da[k] - db[k]) for k in common))
+        print(f"{dtype:5s} max abs logit error {max(errors):.4f}  mean {sum(errors) / len(errors):.4f}  ({len(errors)} positions)")
+
+
+if __name__ == "__main__":
+    main()
