@@ -50,9 +50,11 @@ public final class ModelRunner: @unchecked Sendable {
         return all.count - (try cache.manager.numComputedTokens(of: id))
     }
 
-    /// Whether the cache can take `count` more tokens of `id` now.
-    public func canSchedule(_ id: SequenceID, count: Int) throws -> Bool {
-        try cache.manager.canAllocateSlots(sequence: id, newTokens: count)
+    /// Allocates the slots for the next `count` pending tokens of `id` ahead of `step`, so a
+    /// scheduler can plan a whole step against the pool; false (allocating nothing) when the pool
+    /// cannot hold them. `step` then finds the slots already there.
+    public func reserve(_ id: SequenceID, count: Int) throws -> Bool {
+        try cache.manager.allocateSlots(sequence: id, newTokens: count)
     }
 
     /// Releases a sequence's blocks (full ones stay in the prefix cache).

@@ -22,15 +22,22 @@ func loadWithTokenizer(_ options: ModelOptions) throws -> (LoadedModel, Tokenize
     return (loaded, tokenizer)
 }
 
-struct Generate: ParsableCommand {
+struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Generate text from a prompt, streaming it to stdout (speed goes to stderr).")
+        abstract: "Generate text from a prompt, streaming it to stdout (speed goes to stderr); or run every line of a file as its own request.")
 
     @OptionGroup var options: ModelOptions
     @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup var schedulerOptions: SchedulerFlags
 
     @Option(help: "The prompt text.")
     var prompt: String = "Once upon a time"
+
+    @Option(name: .customLong("prompts-file"), help: "Submit every line of this file as its own request, all at once.")
+    var promptsFile: String?
+
+    @Flag(help: "With --prompts-file: print one JSON object per finished request.")
+    var json = false
 
     @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.")
     var maxTokens: Int = 128
@@ -51,37 +58,115 @@ struct Generate: ParsableCommand {
     var ignoreEOS = false
 
     func validate() throws {
-        guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be at least 0, got \(maxTokens)") }
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be a finite number >= 0") }
         guard topK >= 0 else { throw ValidationError("--top-k must be at least 0") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
     }
 
-    func run() throws {
-        try reportingErrors {
-            let (loaded, tokenizer) = try loadWithTokenizer(options)
-            let ids = tokenizer.encode(prompt, addSpecialTokens: true)
-            let generator = try TextGenerator(loaded, cache: cacheOptions.resolved())
-            var decoder = tokenizer.makeStreamingDecoder()
-            let out = FileHandle.standardOutput
-            out.write(Data(prompt.utf8))
-            let stats = try generator.generate(
-                promptIds: ids, maxTokens: maxTokens,
-                sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed),
-                stopTokens: ignoreEOS ? [] : tokenizer.stopTokenIds
-            ) { token in
-                if !tokenizer.stopTokenIds.contains(token) || ignoreEOS {
-                    let text = decoder.push(token)
-                    if !text.isEmpty { out.write(Data(text.utf8)) }
-                }
-                return true
+    var parameters: GenerationParameters {
+        GenerationParameters(
+            sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed),
+            maxTokens: maxTokens, ignoreEOS: ignoreEOS)
+    }
+
+    func run() async throws {
+        do {
+            let (loaded, _) = try loadWithTokenizer(options)
+            let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: cacheOptions.resolved(), scheduler: schedulerOptions.resolved()))
+            defer { engine.shutdown() }
+            if let promptsFile {
+                try await runFile(promptsFile, engine: engine)
+            } else {
+                try await runOne(engine: engine)
             }
-            out.write(Data((decoder.finish() + "\n").utf8))
-            printError(String(
-                format: "pagoda: prompt %d tokens at %.1f tok/s, generated %d tokens at %.1f tok/s (%@)",
-                stats.promptTokens, stats.prefillTokensPerSecond, stats.generatedTokens,
-                stats.decodeTokensPerSecond, stats.finishReason.rawValue))
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            printError("pagoda: error: \(error)")
+            throw ExitCode.failure
         }
+    }
+
+    func runOne(engine: InferenceEngine) async throws {
+        let out = FileHandle.standardOutput
+        out.write(Data(prompt.utf8))
+        let promptTokens = try engine.encode(prompt).count
+        let clock = ContinuousClock()
+        let start = clock.now
+        var firstToken: ContinuousClock.Instant?
+        var generated = 0
+        var finish = FinishReason.length
+        for try await output in engine.generate(prompt: prompt, parameters: parameters) {
+            if !output.tokenIds.isEmpty, firstToken == nil { firstToken = clock.now }
+            generated += output.tokenIds.count
+            if !output.textDelta.isEmpty { out.write(Data(output.textDelta.utf8)) }
+            if let reason = output.finishReason { finish = reason }
+        }
+        out.write(Data("\n".utf8))
+        let end = clock.now
+        let prefill = ((firstToken ?? end) - start).seconds
+        let decode = (end - (firstToken ?? end)).seconds
+        printError(String(
+            format: "pagoda: prompt %d tokens at %.1f tok/s, generated %d tokens at %.1f tok/s (%@)",
+            promptTokens, prefill > 0 ? Double(promptTokens) / prefill : 0, generated,
+            decode > 0 ? Double(max(0, generated - 1)) / decode : 0, finish.rawValue))
+    }
+
+    func runFile(_ path: String, engine: InferenceEngine) async throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("--prompts-file: cannot read \(path)")
+        }
+        let prompts = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+            .map(String.init).filter { !$0.isEmpty }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for (index, prompt) in prompts.enumerated() {
+                let stream = engine.generate(prompt: prompt, parameters: parameters)
+                group.addTask {
+                    var text = "", ids: [Int] = [], finish = FinishReason.length
+                    for try await output in stream {
+                        text += output.textDelta
+                        ids += output.tokenIds
+                        if let reason = output.finishReason { finish = reason }
+                    }
+                    if json {
+                        print("{\"index\": \(index), \"text\": \(jsonString(text)), \"token_ids\": [\(ids.map(String.init).joined(separator: ", "))], \"finish_reason\": \"\(finish.rawValue)\"}")
+                    } else {
+                        print("[\(index)] \(prompt)\(text)")
+                    }
+                    return ids.count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let seconds = (clock.now - start).seconds
+        printError(String(format: "pagoda: %d requests, %d tokens generated in %.2f s (%.1f tok/s)", prompts.count, total, seconds, seconds > 0 ? Double(total) / seconds : 0))
+    }
+}
+
+/// A string as a JSON string literal.
+func jsonString(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) * 1e-18
     }
 }
 

@@ -1,11 +1,12 @@
 import ArgumentParser
 import Foundation
+import Engine
 import Kernels
 import Models
 
 /// The `pagoda` command line: run, score and tokenize with open-weight models.
 @main
-struct Pagoda: ParsableCommand {
+struct Pagoda: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pagoda",
         abstract: "An LLM inference engine: GGUF and Hugging Face models on CPU.",
@@ -60,6 +61,24 @@ struct CacheOptions: ParsableArguments {
         KVCacheOptions(
             memoryBytes: kvCacheMemory.flatMap(KVCacheOptions.parseBytes) ?? defaultBytes,
             blockSize: blockSize, dtype: KVCacheDType(rawValue: kvCacheDType) ?? .fp32)
+    }
+}
+
+/// Scheduler limits shared by every command that runs the engine.
+struct SchedulerFlags: ParsableArguments {
+    @Option(name: .customLong("max-num-seqs"), help: "Most sequences in one engine step.")
+    var maxNumSeqs: Int = 64
+
+    @Option(name: .customLong("max-num-batched-tokens"), help: "Most tokens (prefill chunks and decodes) in one engine step.")
+    var maxNumBatchedTokens: Int = 512
+
+    func validate() throws {
+        guard maxNumSeqs >= 1 else { throw ValidationError("--max-num-seqs must be at least 1") }
+        guard maxNumBatchedTokens >= 1 else { throw ValidationError("--max-num-batched-tokens must be at least 1") }
+    }
+
+    func resolved() -> SchedulerOptions {
+        SchedulerOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens)
     }
 }
 

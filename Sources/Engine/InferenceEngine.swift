@@ -1,0 +1,296 @@
+import Cache
+import Foundation
+import Models
+import Tokenizers
+
+/// What one request asks for beyond its prompt.
+public struct GenerationParameters: Sendable {
+    public var sampling: SamplingParameters
+    public var maxTokens: Int
+    /// Extra token ids that end the request (the tokenizer's stop tokens always do, unless `ignoreEOS`).
+    public var stopTokenIds: Set<Int>
+    public var ignoreEOS: Bool
+    /// Higher runs first; equal priorities are served first come, first served.
+    public var priority: Int
+
+    public init(sampling: SamplingParameters = .greedy, maxTokens: Int = 128, stopTokenIds: Set<Int> = [], ignoreEOS: Bool = false, priority: Int = 0) {
+        self.sampling = sampling
+        self.maxTokens = maxTokens
+        self.stopTokenIds = stopTokenIds
+        self.ignoreEOS = ignoreEOS
+        self.priority = priority
+    }
+}
+
+/// One streamed piece of a request's output.
+public struct GenerationOutput: Sendable {
+    /// New text since the previous output (never a broken UTF-8 character).
+    public var textDelta: String
+    /// New token ids since the previous output.
+    public var tokenIds: [Int]
+    /// Set on the last output.
+    public var finishReason: FinishReason?
+}
+
+/// Engine-wide options.
+public struct EngineOptions: Sendable {
+    public var cache: KVCacheOptions
+    public var scheduler: SchedulerOptions
+
+    public init(cache: KVCacheOptions = KVCacheOptions(), scheduler: SchedulerOptions = SchedulerOptions()) {
+        self.cache = cache
+        self.scheduler = scheduler
+    }
+}
+
+/// Counters of the engine, read at any time.
+public struct EngineMetrics: Sendable {
+    public var running = 0
+    public var waiting = 0
+    public var kvCacheUsage = 0.0
+    public var prefixCacheHitRate = 0.0
+    public var preemptions = 0
+    public var promptTokens = 0
+    public var generatedTokens = 0
+    public var steps = 0
+}
+
+/// Errors a request can end with.
+public enum EngineError: Error, CustomStringConvertible, Equatable {
+    case requestNeverFits(tokens: Int, capacity: Int)
+    case invalidRequest(String)
+    case stopped
+
+    public var description: String {
+        switch self {
+        case .requestNeverFits(let tokens, let capacity):
+            "the request needs up to \(tokens) tokens of KV cache, more than the pool's \(capacity); raise --kv-cache-memory or lower max_tokens"
+        case .invalidRequest(let why): "invalid request: \(why)"
+        case .stopped: "the engine stopped"
+        }
+    }
+}
+
+/// The continuous-batching engine: requests from any task are queued, a dedicated thread runs
+/// scheduler steps (one ragged model step each) while there is work, and every request streams its
+/// tokens back through an `AsyncThrowingStream`. Dropping or cancelling a stream aborts its request;
+/// its blocks are freed at the next step.
+public final class InferenceEngine: @unchecked Sendable {
+    public let loaded: LoadedModel
+    public let options: EngineOptions
+    private let runner: ModelRunner
+    private let scheduler: Scheduler
+    private let lock = NSCondition()
+    private var incoming: [(ScheduledSequence, RequestState)] = []
+    private var aborted: Set<SequenceID> = []
+    private var states: [SequenceID: RequestState] = [:]
+    private var nextID = 0
+    private var stopping = false
+    private var metricsSnapshot = EngineMetrics()
+    private var thread: Thread?
+
+    /// Per-request output state, touched only by the engine thread after submission.
+    final class RequestState {
+        let parameters: GenerationParameters
+        var sampler: Sampler
+        var decoder: StreamingDecoder?
+        let continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation
+        init(parameters: GenerationParameters, decoder: StreamingDecoder?, continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation) {
+            self.parameters = parameters
+            sampler = Sampler(parameters.sampling)
+            self.decoder = decoder
+            self.continuation = continuation
+        }
+    }
+
+    public init(model loaded: LoadedModel, options: EngineOptions = EngineOptions()) throws {
+        self.loaded = loaded
+        self.options = options
+        runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: options.cache))
+        scheduler = Scheduler(runner: runner, options: options.scheduler)
+        let thread = Thread { [weak self] in self?.loop() }
+        thread.name = "pagoda-engine"
+        self.thread = thread
+        thread.start()
+    }
+
+    deinit { shutdown() }
+
+    /// Stops the engine thread; requests still running end with `EngineError.stopped`.
+    public func shutdown() {
+        lock.lock()
+        stopping = true
+        lock.signal()
+        lock.unlock()
+    }
+
+    /// The tokenizer's ids for a text prompt.
+    public func encode(_ prompt: String) throws -> [Int] {
+        guard let tokenizer = loaded.tokenizer else { throw EngineError.invalidRequest("the model has no tokenizer; pass token ids") }
+        return tokenizer.encode(prompt, addSpecialTokens: true)
+    }
+
+    /// Streams the continuation of a text prompt.
+    public func generate(prompt: String, parameters: GenerationParameters = GenerationParameters()) -> AsyncThrowingStream<GenerationOutput, Error> {
+        do {
+            return generate(promptIds: try encode(prompt), parameters: parameters)
+        } catch {
+            return AsyncThrowingStream { $0.finish(throwing: error) }
+        }
+    }
+
+    /// Streams the continuation of a tokenized prompt.
+    public func generate(promptIds: [Int], parameters: GenerationParameters = GenerationParameters()) -> AsyncThrowingStream<GenerationOutput, Error> {
+        AsyncThrowingStream { continuation in
+            do {
+                try submit(promptIds: promptIds, parameters: parameters, continuation: continuation)
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+    }
+
+    private func submit(promptIds: [Int], parameters: GenerationParameters, continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation) throws {
+        let config = loaded.config
+        guard !promptIds.isEmpty else { throw GenerationError.emptyPrompt }
+        guard parameters.maxTokens >= 1 else { throw EngineError.invalidRequest("max_tokens must be at least 1") }
+        if let bad = promptIds.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+            throw EngineError.invalidRequest("token id \(bad) is outside the vocabulary (0..<\(config.vocabSize))")
+        }
+        let total = promptIds.count + parameters.maxTokens
+        guard promptIds.count < config.contextLength else {
+            throw GenerationError.promptTooLong(tokens: promptIds.count, context: config.contextLength)
+        }
+        let needed = min(total, config.contextLength)
+        guard runner.cache.tokenCapacity >= needed else {
+            throw EngineError.requestNeverFits(tokens: needed, capacity: runner.cache.tokenCapacity)
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        guard !stopping else { throw EngineError.stopped }
+        let id = SequenceID(nextID)
+        nextID += 1
+        let sequence = ScheduledSequence(id: id, prompt: promptIds, priority: parameters.priority, arrival: id.rawValue)
+        let state = RequestState(parameters: parameters, decoder: loaded.tokenizer?.makeStreamingDecoder(), continuation: continuation)
+        continuation.onTermination = { [weak self] reason in
+            if case .cancelled = reason { self?.abort(id) }
+        }
+        incoming.append((sequence, state))
+        lock.signal()
+    }
+
+    private func abort(_ id: SequenceID) {
+        lock.lock()
+        aborted.insert(id)
+        lock.signal()
+        lock.unlock()
+    }
+
+    /// A snapshot of the engine's counters.
+    public var metrics: EngineMetrics {
+        lock.lock()
+        defer { lock.unlock() }
+        return metricsSnapshot
+    }
+
+    // MARK: The engine thread
+
+    private var sequences: [SequenceID: ScheduledSequence] = [:]
+
+    private func loop() {
+        while true {
+            lock.lock()
+            while incoming.isEmpty && aborted.isEmpty && !scheduler.hasWork && !stopping { lock.wait() }
+            if stopping {
+                lock.unlock()
+                failAll(EngineError.stopped)
+                return
+            }
+            let arrivals = incoming
+            incoming.removeAll()
+            let cancelled = aborted
+            aborted.removeAll()
+            lock.unlock()
+
+            for (sequence, state) in arrivals {
+                states[sequence.id] = state
+                sequences[sequence.id] = sequence
+                scheduler.add(sequence)
+                metricsSnapshotUpdate { $0.promptTokens += sequence.promptCount }
+            }
+            for id in cancelled {
+                if let sequence = sequences[id] { end(sequence, reason: .abort, error: nil) }
+            }
+            do {
+                try step()
+                metricsSnapshotUpdate { _ in }
+            } catch {
+                // A step that fails (which validated inputs should never cause) fails every request
+                // in it rather than leaving them hanging.
+                failAll(error)
+            }
+        }
+    }
+
+    private func step() throws {
+        guard scheduler.hasWork else { return }
+        let plan = try scheduler.schedule()
+        guard !plan.items.isEmpty else { return }
+        let results = try runner.step(plan.items.map { ($0.sequence.id, $0.count, $0.wantsLogits ? .last : .none) })
+        var produced = 0
+        for (item, logits) in zip(plan.items, results) where item.wantsLogits {
+            let sequence = item.sequence
+            guard let state = states[sequence.id] else { continue }
+            let token = logits.withUnsafeBufferPointer { state.sampler.sample($0) }
+            sequence.tokens.append(token)
+            try runner.append(sequence.id, token: token)
+            produced += 1
+            let isStop = !state.parameters.ignoreEOS && ((loaded.tokenizer?.stopTokenIds.contains(token) ?? false) || state.parameters.stopTokenIds.contains(token))
+            let text = isStop ? "" : (state.decoder?.push(token) ?? "")
+            state.continuation.yield(GenerationOutput(textDelta: text, tokenIds: [token], finishReason: nil))
+            if isStop {
+                end(sequence, reason: .stop, error: nil)
+            } else if sequence.generated >= state.parameters.maxTokens || sequence.tokens.count >= loaded.config.contextLength {
+                end(sequence, reason: .length, error: nil)
+            }
+        }
+        metricsSnapshotUpdate { m in
+            m.generatedTokens += produced
+            m.steps += 1
+        }
+    }
+
+    private func end(_ sequence: ScheduledSequence, reason: FinishReason, error: Error?) {
+        try? scheduler.finish(sequence)
+        sequences[sequence.id] = nil
+        guard let state = states.removeValue(forKey: sequence.id) else { return }
+        if let error {
+            state.continuation.finish(throwing: error)
+        } else {
+            let tail = state.decoder?.finish() ?? ""
+            state.continuation.yield(GenerationOutput(textDelta: tail, tokenIds: [], finishReason: reason))
+            state.continuation.finish()
+        }
+    }
+
+    private func failAll(_ error: Error) {
+        for sequence in Array(sequences.values) { end(sequence, reason: .abort, error: error) }
+        lock.lock()
+        let pending = incoming
+        incoming.removeAll()
+        lock.unlock()
+        for (_, state) in pending { state.continuation.finish(throwing: error) }
+    }
+
+    private func metricsSnapshotUpdate(_ change: (inout EngineMetrics) -> Void) {
+        let manager = runner.cache.manager
+        lock.lock()
+        change(&metricsSnapshot)
+        metricsSnapshot.running = scheduler.running.count
+        metricsSnapshot.waiting = scheduler.waiting.count
+        metricsSnapshot.kvCacheUsage = manager.usage
+        metricsSnapshot.prefixCacheHitRate = manager.prefixCacheHitRate
+        metricsSnapshot.preemptions = scheduler.preemptions
+        lock.unlock()
+    }
+}

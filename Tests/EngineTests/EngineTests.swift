@@ -1,0 +1,118 @@
+import Cache
+import Engine
+import Formats
+import Models
+import Testing
+import TestSupport
+
+/// The continuous-batching engine on the default model: many concurrent requests give exactly what
+/// each would give alone, also when the KV pool is so small that sequences are preempted.
+@Suite(.serialized) struct EngineTests {
+    static let loaded = Result { try ModelLoader.load(path: DefaultModel.path()) }
+
+    /// 32 requests with different prompts (slices of the fixture prompts) and lengths.
+    static func requests() throws -> [(ids: [Int], maxTokens: Int)] {
+        let reference = try Fixtures.json("smollm2-135m/reference.json")
+        let prompts = try #require(reference["prompts"] as? [[String: Any]]).compactMap { $0["ids"] as? [Int] }
+        return (0 ..< 32).map { k in
+            let source = prompts[k % prompts.count]
+            return (Array(source.prefix(6 + (5 * k) % 60)), 4 + (k * 7) % 13)
+        }
+    }
+
+    static func collect(_ stream: AsyncThrowingStream<GenerationOutput, Error>) async throws -> (ids: [Int], text: String, finish: FinishReason?) {
+        var ids: [Int] = [], text = "", finish: FinishReason?
+        for try await output in stream {
+            ids += output.tokenIds
+            text += output.textDelta
+            if let reason = output.finishReason { finish = reason }
+        }
+        return (ids, text, finish)
+    }
+
+    static func runConcurrently(_ engine: InferenceEngine, _ requests: [(ids: [Int], maxTokens: Int)]) async throws -> [[Int]] {
+        try await withThrowingTaskGroup(of: (Int, [Int]).self) { group in
+            for (index, request) in requests.enumerated() {
+                let stream = engine.generate(promptIds: request.ids, parameters: GenerationParameters(maxTokens: request.maxTokens, ignoreEOS: true))
+                group.addTask { (index, try await collect(stream).ids) }
+            }
+            var results = Array(repeating: [Int](), count: requests.count)
+            for try await (index, ids) in group { results[index] = ids }
+            return results
+        }
+    }
+
+    @Test func concurrentRequestsMatchSequentialOnesAlsoUnderPreemption() async throws {
+        let loaded = try Self.loaded.get()
+        let requests = try Self.requests()
+
+        let alone = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 64 << 20, prefixCaching: false)))
+        defer { alone.shutdown() }
+        var sequential: [[Int]] = []
+        for request in requests {
+            let stream = alone.generate(promptIds: request.ids, parameters: GenerationParameters(maxTokens: request.maxTokens, ignoreEOS: true))
+            sequential.append(try await Self.collect(stream).ids)
+        }
+        for (request, output) in zip(requests, sequential) { #expect(output.count == request.maxTokens) }
+
+        let batched = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 256 << 20)))
+        defer { batched.shutdown() }
+        let concurrent = try await Self.runConcurrently(batched, requests)
+        #expect(concurrent == sequential)
+        #expect(batched.metrics.preemptions == 0)
+
+        // 48 blocks of 16 tokens: far less than the 32 requests need at once.
+        let blockBytes = 16 * 30 * 2 * 3 * 64 * 4
+        let small = try InferenceEngine(model: loaded, options: EngineOptions(
+            cache: KVCacheOptions(memoryBytes: 48 * blockBytes), scheduler: SchedulerOptions(maxNumSeqs: 32, maxNumBatchedTokens: 256)))
+        defer { small.shutdown() }
+        let preempted = try await Self.runConcurrently(small, requests)
+        #expect(preempted == sequential)
+        #expect(small.metrics.preemptions > 0, "the small pool must force preemption")
+        #expect(small.metrics.kvCacheUsage == 0)
+    }
+
+    @Test func cancelledStreamFreesItsBlocksAndBadRequestsFail() async throws {
+        let loaded = try Self.loaded.get()
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 64 << 20)))
+        defer { engine.shutdown() }
+        let task = Task {
+            var count = 0
+            for try await output in engine.generate(prompt: "Tell me a long story about a dragon.", parameters: GenerationParameters(maxTokens: 500, ignoreEOS: true)) {
+                count += output.tokenIds.count
+                if count >= 3 { break }
+            }
+            return count
+        }
+        #expect(try await task.value == 3)
+        for _ in 0 ..< 200 where engine.metrics.kvCacheUsage > 0 || engine.metrics.running > 0 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(engine.metrics.kvCacheUsage == 0)
+        #expect(engine.metrics.running == 0)
+
+        let tooLong = Array(repeating: 100, count: 9000)
+        await #expect(throws: GenerationError.self) { _ = try await Self.collect(engine.generate(promptIds: tooLong)) }
+        let neverFits = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 4 << 20)))
+        defer { neverFits.shutdown() }
+        await #expect(throws: EngineError.self) {
+            _ = try await Self.collect(neverFits.generate(promptIds: Array(repeating: 100, count: 50), parameters: GenerationParameters(maxTokens: 1000)))
+        }
+    }
+
+    @Test func stopTokenEndsTheRequest() async throws {
+        let loaded = try Self.loaded.get()
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 64 << 20)))
+        defer { engine.shutdown() }
+        // The chat fixture's greedy continuation reaches <|im_end|> (id 2) at its `first_eos_step`.
+        let reference = try Fixtures.json("smollm2-135m/reference.json")
+        let chat = try #require((reference["prompts"] as? [[String: Any]])?.first { $0["name"] as? String == "chat" })
+        let ids = try #require(chat["ids"] as? [Int])
+        let greedy = try #require(chat["greedy"] as? [String: Any])
+        let expected = try #require(greedy["ids"] as? [Int])
+        let eos = try #require(greedy["first_eos_step"] as? Int)
+        let result = try await Self.collect(engine.generate(promptIds: ids, parameters: GenerationParameters(maxTokens: 32)))
+        #expect(result.ids == Array(expected[...eos]))
+        #expect(result.finish == .stop)
+    }
+}
