@@ -10,14 +10,17 @@ public struct GenerationParameters: Sendable {
     /// Extra token ids that end the request (the tokenizer's stop tokens always do, unless `ignoreEOS`).
     public var stopTokenIds: Set<Int>
     public var ignoreEOS: Bool
+    /// Texts that end the request; they are matched across token boundaries and never emitted.
+    public var stopStrings: [String]
     /// Higher runs first; equal priorities are served first come, first served.
     public var priority: Int
 
-    public init(sampling: SamplingParameters = .greedy, maxTokens: Int = 128, stopTokenIds: Set<Int> = [], ignoreEOS: Bool = false, priority: Int = 0) {
+    public init(sampling: SamplingParameters = .greedy, maxTokens: Int = 128, stopTokenIds: Set<Int> = [], ignoreEOS: Bool = false, stopStrings: [String] = [], priority: Int = 0) {
         self.sampling = sampling
         self.maxTokens = maxTokens
         self.stopTokenIds = stopTokenIds
         self.ignoreEOS = ignoreEOS
+        self.stopStrings = stopStrings
         self.priority = priority
     }
 }
@@ -93,11 +96,16 @@ public final class InferenceEngine: @unchecked Sendable {
     final class RequestState {
         let parameters: GenerationParameters
         var sampler: Sampler
+        /// Prompt and output tokens, for the repetition/presence/frequency penalties.
+        var history: TokenHistory
+        var stopMatcher: StopStringMatcher
         var decoder: StreamingDecoder?
         let continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation
-        init(parameters: GenerationParameters, decoder: StreamingDecoder?, continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation) {
+        init(parameters: GenerationParameters, prompt: [Int], decoder: StreamingDecoder?, continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation) {
             self.parameters = parameters
             sampler = Sampler(parameters.sampling)
+            history = TokenHistory(prompt: prompt)
+            stopMatcher = StopStringMatcher(parameters.stopStrings)
             self.decoder = decoder
             self.continuation = continuation
         }
@@ -154,6 +162,7 @@ public final class InferenceEngine: @unchecked Sendable {
         let config = loaded.config
         guard !promptIds.isEmpty else { throw GenerationError.emptyPrompt }
         guard parameters.maxTokens >= 1 else { throw EngineError.invalidRequest("max_tokens must be at least 1") }
+        try parameters.sampling.validate(vocabularySize: config.vocabSize)
         if let bad = promptIds.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
             throw EngineError.invalidRequest("token id \(bad) is outside the vocabulary (0..<\(config.vocabSize))")
         }
@@ -171,7 +180,7 @@ public final class InferenceEngine: @unchecked Sendable {
         let id = SequenceID(nextID)
         nextID += 1
         let sequence = ScheduledSequence(id: id, prompt: promptIds, priority: parameters.priority, arrival: id.rawValue)
-        let state = RequestState(parameters: parameters, decoder: loaded.tokenizer?.makeStreamingDecoder(), continuation: continuation)
+        let state = RequestState(parameters: parameters, prompt: promptIds, decoder: loaded.tokenizer?.makeStreamingDecoder(), continuation: continuation)
         continuation.onTermination = { [weak self] reason in
             if case .cancelled = reason { self?.abort(id) }
         }
@@ -241,14 +250,16 @@ public final class InferenceEngine: @unchecked Sendable {
         for (item, logits) in zip(plan.items, results) where item.wantsLogits {
             let sequence = item.sequence
             guard let state = states[sequence.id] else { continue }
-            let token = logits.withUnsafeBufferPointer { state.sampler.sample($0) }
+            var row = logits
+            let token = row.withUnsafeMutableBufferPointer { state.sampler.sample($0, history: state.history) }.id
+            state.history.append(token)
             sequence.tokens.append(token)
             try runner.append(sequence.id, token: token)
             produced += 1
             let isStop = !state.parameters.ignoreEOS && ((loaded.tokenizer?.stopTokenIds.contains(token) ?? false) || state.parameters.stopTokenIds.contains(token))
-            let text = isStop ? "" : (state.decoder?.push(token) ?? "")
+            let (text, stoppedByString) = isStop ? ("", false) : state.stopMatcher.push(state.decoder?.push(token) ?? "")
             state.continuation.yield(GenerationOutput(textDelta: text, tokenIds: [token], finishReason: nil))
-            if isStop {
+            if isStop || stoppedByString {
                 end(sequence, reason: .stop, error: nil)
             } else if sequence.generated >= state.parameters.maxTokens || sequence.tokens.count >= loaded.config.contextLength {
                 end(sequence, reason: .length, error: nil)
@@ -263,11 +274,15 @@ public final class InferenceEngine: @unchecked Sendable {
     private func end(_ sequence: ScheduledSequence, reason: FinishReason, error: Error?) {
         try? scheduler.finish(sequence)
         sequences[sequence.id] = nil
+        // Counters are current before the caller hears the request is over.
+        metricsSnapshotUpdate { _ in }
         guard let state = states.removeValue(forKey: sequence.id) else { return }
         if let error {
             state.continuation.finish(throwing: error)
         } else {
-            let tail = state.decoder?.finish() ?? ""
+            // Text held back by the decoder or the stop matcher is released unless a stop string ended it.
+            let (decoded, stopped) = state.stopMatcher.push(state.decoder?.finish() ?? "")
+            let tail = stopped || state.stopMatcher.stopped ? decoded : decoded + state.stopMatcher.finish()
             state.continuation.yield(GenerationOutput(textDelta: tail, tokenIds: [], finishReason: reason))
             state.continuation.finish()
         }

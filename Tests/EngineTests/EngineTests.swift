@@ -115,4 +115,39 @@ import TestSupport
         #expect(result.ids == Array(expected[...eos]))
         #expect(result.finish == .stop)
     }
+
+    @Test func seededSamplingIsReproducibleUnderLoad() async throws {
+        let loaded = try Self.loaded.get()
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 64 << 20)))
+        defer { engine.shutdown() }
+        let parameters = GenerationParameters(sampling: SamplingParameters(temperature: 0.9, topP: 0.95, seed: 7), maxTokens: 12, ignoreEOS: true)
+        let alone = try await Self.collect(engine.generate(prompt: "Once upon a time", parameters: parameters)).ids
+        let underLoad = try await withThrowingTaskGroup(of: (Int, [Int]).self) { group in
+            for k in 0 ..< 8 {
+                let other = GenerationParameters(sampling: SamplingParameters(temperature: 1, seed: UInt64(100 + k)), maxTokens: 10 + k, ignoreEOS: true)
+                let stream = engine.generate(prompt: "Story number \(k):", parameters: other)
+                group.addTask { (k, try await Self.collect(stream).ids) }
+            }
+            let mine = engine.generate(prompt: "Once upon a time", parameters: parameters)
+            group.addTask { (-1, try await Self.collect(mine).ids) }
+            var result: [Int] = []
+            for try await (k, ids) in group where k == -1 { result = ids }
+            return result
+        }
+        #expect(underLoad == alone)
+        let otherSeed = GenerationParameters(sampling: SamplingParameters(temperature: 0.9, topP: 0.95, seed: 8), maxTokens: 12, ignoreEOS: true)
+        #expect(try await Self.collect(engine.generate(prompt: "Once upon a time", parameters: otherSeed)).ids != alone)
+    }
+
+    @Test func stopStringIsCaughtAndNotEmitted() async throws {
+        let loaded = try Self.loaded.get()
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 64 << 20)))
+        defer { engine.shutdown() }
+        let plain = try await Self.collect(engine.generate(prompt: "The capital of France is", parameters: GenerationParameters(maxTokens: 12)))
+        #expect(plain.text.hasPrefix(" Paris.\n\n"))
+        // "s.\n" spans the tokens "Paris", "." and "\n".
+        let stopped = try await Self.collect(engine.generate(prompt: "The capital of France is", parameters: GenerationParameters(maxTokens: 12, stopStrings: ["s.\n"])))
+        #expect(stopped.text == " Pari")
+        #expect(stopped.finish == .stop)
+    }
 }
