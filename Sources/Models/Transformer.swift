@@ -1,3 +1,4 @@
+import Foundation
 import Formats
 import Kernels
 
@@ -25,7 +26,7 @@ public struct ForwardBatch: Sendable {
 public protocol CausalLanguageModel: AnyObject, Sendable {
     var config: ModelConfig { get }
     /// Runs one step: writes the new tokens' K/V into `cache` and returns logits
-    /// `[batch.logitRows.count, vocab]`. Not reentrant: one step at a time.
+    /// `[batch.logitRows.count, vocab]`. Concurrent calls take turns.
     func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float]
 }
 
@@ -108,7 +109,8 @@ final class ForwardWorkspace {
 
 /// The Llama-style decoder shared by the Llama, Qwen2 and Qwen3 families: embeddings,
 /// pre-norm blocks of GQA attention with RoPE and a SwiGLU MLP, final RMSNorm and the output head.
-/// `forward` is not reentrant: one caller at a time (the engine's step loop).
+/// `forward` may be called from several threads (e.g. two engines over one loaded model); calls
+/// take turns, since they share the activation workspace.
 public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable {
     public let config: ModelConfig
     let embedding: WeightMatrix
@@ -118,6 +120,8 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
     let rope: Rope
     let pool: WorkerPool
     let workspace = ForwardWorkspace()
+    /// Serializes `forward` calls over the shared workspace.
+    private let forwardLock = NSLock()
     /// Keeps the model file(s) mapped while the weights are in use.
     let source: TensorSource
 
@@ -134,6 +138,8 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
     }
 
     public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float] {
+        forwardLock.lock()
+        defer { forwardLock.unlock() }
         let c = config
         let n = batch.tokens.count
         guard n > 0 else { return [] }

@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
+import Engine
 import Kernels
 
 /// `pagoda bench`: performance measurements.
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks.",
-        subcommands: [BenchAttention.self])
+        subcommands: [BenchAttention.self, BenchLoad.self])
 }
 
 /// Decode attention throughput over the paged KV cache, beside the machine's read bandwidth.
@@ -45,7 +46,7 @@ struct BenchAttention: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
-    func parseList(_ text: String, _ name: String) throws -> [Int] {
+    static func parseList(_ text: String, _ name: String) throws -> [Int] {
         try text.split(separator: ",").map {
             guard let v = Int($0.trimmingCharacters(in: .whitespaces)), v > 0 else {
                 throw ValidationError("\(name): '\($0)' is not a positive integer")
@@ -55,7 +56,7 @@ struct BenchAttention: ParsableCommand {
     }
 
     func run() throws {
-        let contextList = try parseList(contexts, "--contexts"), batchList = try parseList(batches, "--batches")
+        let contextList = try Self.parseList(contexts, "--contexts"), batchList = try Self.parseList(batches, "--batches")
         let dtypeList = try dtypes.split(separator: ",").map { name in
             guard let d = KVCacheDType(rawValue: String(name)) else { throw ValidationError("unknown --kv-cache-dtype '\(name)'") }
             return d
@@ -88,5 +89,90 @@ struct BenchAttention: ParsableCommand {
         if json {
             print("{\"read_bandwidth_gb_per_s\": \(bandwidth), \"threads\": \(pool.threadCount), \"results\": [\(rows.joined(separator: ", "))]}")
         }
+    }
+}
+
+/// Closed-loop load on the engine: `concurrency` clients each send requests back to back.
+/// Reports output tokens/s and time-to-first-token percentiles per concurrency level.
+struct BenchLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Engine throughput and time to first token under 1, 8 and 32 concurrent requests.")
+
+    @OptionGroup var options: ModelOptions
+    @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup var schedulerOptions: SchedulerFlags
+
+    @Option(help: "Comma-separated numbers of concurrent clients.")
+    var concurrency: String = "1,8,32"
+
+    @Option(name: .customLong("requests-per-client"), help: "Requests each client sends, one after another.")
+    var requestsPerClient: Int = 2
+
+    @Option(name: .customLong("max-tokens"), help: "Tokens generated per request (EOS ignored).")
+    var maxTokens: Int = 64
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    static let prompts = [
+        "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+        "Explain how a refrigerator works to a ten-year-old.",
+        "List five tips for learning a new programming language, with a sentence on each.",
+        "Describe the water cycle and why it matters for agriculture.",
+        "What are the main differences between a comet and an asteroid?",
+        "Summarize the plot of a heist movie you would like to see.",
+        "Give a recipe for a simple vegetable soup, step by step.",
+        "Why do leaves change color in autumn? Answer in a paragraph.",
+    ]
+
+    func run() async throws {
+        let levels = try BenchAttention.parseList(concurrency, "--concurrency")
+        guard requestsPerClient >= 1, maxTokens >= 1 else { throw ValidationError("--requests-per-client and --max-tokens must be at least 1") }
+        let (loaded, _) = try loadWithTokenizer(options)
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: cacheOptions.resolved(), scheduler: schedulerOptions.resolved()))
+        defer { engine.shutdown() }
+        let parameters = GenerationParameters(maxTokens: maxTokens, ignoreEOS: true)
+        var rows: [String] = []
+        if !json { print("clients  requests  output tok/s  TTFT p50 ms  p90 ms  p99 ms  ITL mean ms") }
+        for clients in levels {
+            let clock = ContinuousClock()
+            let start = clock.now
+            let before = engine.metrics
+            let results = try await withThrowingTaskGroup(of: [(ttft: Double, tokens: Int)].self) { group in
+                for client in 0 ..< clients {
+                    group.addTask {
+                        var mine: [(ttft: Double, tokens: Int)] = []
+                        for round in 0 ..< requestsPerClient {
+                            let prompt = "Request \(client)-\(round). " + Self.prompts[(client + round) % Self.prompts.count]
+                            let submitted = ContinuousClock.now
+                            var first: Double?
+                            var tokens = 0
+                            for try await output in engine.generate(prompt: prompt, parameters: parameters) {
+                                if first == nil, !output.tokenIds.isEmpty { first = (ContinuousClock.now - submitted).seconds }
+                                tokens += output.tokenIds.count
+                            }
+                            mine.append((first ?? 0, tokens))
+                        }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            let seconds = (clock.now - start).seconds
+            let tokens = results.reduce(0) { $0 + $1.tokens }
+            let ttfts = results.map(\.ttft).sorted()
+            func percentile(_ p: Double) -> Double { ttfts[min(ttfts.count - 1, Int((p / 100 * Double(ttfts.count - 1)).rounded()))] * 1000 }
+            let after = engine.metrics.interTokenLatency
+            let itlCount = after.count - before.interTokenLatency.count
+            let itlMean = itlCount > 0 ? (after.total - before.interTokenLatency.total) / Double(itlCount) * 1000 : 0
+            let throughput = Double(tokens) / seconds
+            if json {
+                rows.append("{\"concurrency\": \(clients), \"requests\": \(results.count), \"output_tokens_per_s\": \(throughput), \"ttft_ms\": {\"p50\": \(percentile(50)), \"p90\": \(percentile(90)), \"p99\": \(percentile(99))}, \"itl_mean_ms\": \(itlMean)}")
+            } else {
+                print(String(format: "%7d %9d %12.1f %12.1f %7.1f %7.1f %12.2f", clients, results.count, throughput, percentile(50), percentile(90), percentile(99), itlMean))
+            }
+        }
+        if json { print("{\"max_tokens\": \(maxTokens), \"results\": [\(rows.joined(separator: ", "))]}") }
     }
 }

@@ -163,12 +163,6 @@ func jsonString(_ text: String) -> String {
     return out + "\""
 }
 
-extension Duration {
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) * 1e-18
-    }
-}
 
 struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -151,3 +151,67 @@ import TestSupport
         #expect(stopped.finish == .stop)
     }
 }
+
+/// n > 1 choices and logprobs.
+@Suite(.serialized) struct EngineChoicesTests {
+    @Test func choicesShareThePromptAndStreamLogprobs() async throws {
+        let loaded = try EngineTests.loaded.get()
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 64 << 20)))
+        defer { engine.shutdown() }
+        let prompt = Array((0 ..< 100).map { 200 + $0 * 37 % 30000 })
+        let single = try await EngineTests.collect(engine.generate(promptIds: prompt, parameters: GenerationParameters(maxTokens: 4, ignoreEOS: true))).ids
+
+        let before = engine.metrics.computedTokens
+        var perChoice: [Int: [Int]] = [:]
+        var finished = 0
+        var logprobCount = 0
+        for try await output in engine.generate(promptIds: prompt, parameters: GenerationParameters(
+            sampling: SamplingParameters(logprobs: 3), maxTokens: 4, ignoreEOS: true, n: 3)) {
+            perChoice[output.index, default: []] += output.tokenIds
+            if output.finishReason != nil { finished += 1 }
+            for entry in output.logprobs {
+                logprobCount += 1
+                #expect(entry.topLogprobs.count == 3)
+                #expect((entry.logprob ?? 1) <= 0)
+                #expect(entry.topLogprobs.first?.id == entry.id, "greedy picks the most likely token")
+            }
+        }
+        #expect(finished == 3)
+        #expect(logprobCount == 12)
+        #expect(perChoice[0] == single && perChoice[1] == single && perChoice[2] == single)
+        // The 96 full-block prompt tokens are computed once, not three times.
+        let computed = engine.metrics.computedTokens - before
+        #expect(computed <= 100 + 2 * 4 + 3 * 4, "computed \(computed) tokens")
+
+        var sampled: [Int: [Int]] = [:]
+        for try await output in engine.generate(promptIds: prompt, parameters: GenerationParameters(
+            sampling: SamplingParameters(temperature: 1.0, seed: 11), maxTokens: 8, ignoreEOS: true, n: 2)) {
+            sampled[output.index, default: []] += output.tokenIds
+        }
+        #expect(sampled[0] != sampled[1], "choices sample with different seeds")
+    }
+
+    @Test func higherPriorityIsServedFirst() async throws {
+        let loaded = try EngineTests.loaded.get()
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(
+            cache: KVCacheOptions(memoryBytes: 64 << 20), scheduler: SchedulerOptions(maxNumSeqs: 1, maxNumBatchedTokens: 64)))
+        defer { engine.shutdown() }
+        let order = OrderLog()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let blocker = engine.generate(prompt: "Count slowly:", parameters: GenerationParameters(maxTokens: 24, ignoreEOS: true))
+            group.addTask { for try await _ in blocker {} }
+            try await Task.sleep(for: .milliseconds(50))
+            let low = engine.generate(prompt: "Low priority", parameters: GenerationParameters(maxTokens: 2, ignoreEOS: true, priority: 0))
+            let high = engine.generate(prompt: "High priority", parameters: GenerationParameters(maxTokens: 2, ignoreEOS: true, priority: 5))
+            group.addTask { for try await o in low where o.finishReason != nil { await order.add("low") } }
+            group.addTask { for try await o in high where o.finishReason != nil { await order.add("high") } }
+            try await group.waitForAll()
+        }
+        #expect(await order.names == ["high", "low"])
+    }
+}
+
+actor OrderLog {
+    var names: [String] = []
+    func add(_ name: String) { names.append(name) }
+}
