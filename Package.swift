@@ -23,11 +23,15 @@ let package = Package(
     name: "Pagoda",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "Pagoda", targets: ["Formats", "Tokenizers", "Kernels", "Cache", "Models", "Engine"]),
+        .library(name: "Pagoda", targets: ["Formats", "Tokenizers", "Kernels", "Cache", "Models", "Engine", "Server"]),
         .executable(name: "pagoda", targets: ["PagodaCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(name: "Formats", swiftSettings: numericSettings),
@@ -36,12 +40,26 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["Formats"], swiftSettings: numericSettings),
         .target(name: "Models", dependencies: ["Formats", "Kernels", "Cache", "Tokenizers"], swiftSettings: numericSettings),
         .target(name: "Engine", dependencies: ["Models", "Cache", "Tokenizers", "Kernels"]),
+        .target(
+            name: "Server",
+            dependencies: [
+                "Engine", "Models", "Tokenizers",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "PagodaCLI",
-            dependencies: ["Engine", "Models", "Cache", "Kernels", "Tokenizers", "Formats",
+            dependencies: ["Server", "Engine", "Models", "Cache", "Kernels", "Tokenizers", "Formats",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
+        .testTarget(name: "ServerTests", dependencies: [
+            "Server", "Engine", "Models", "Tokenizers", "Formats", "TestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Cache", "Kernels", "Tokenizers", "Formats", "TestSupport"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "Kernels"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),

@@ -10,7 +10,7 @@ struct Pagoda: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pagoda",
         abstract: "An LLM inference engine: GGUF and Hugging Face models on CPU.",
-        subcommands: [Generate.self, Chat.self, Score.self, Tokenize.self, Template.self, Bench.self]
+        subcommands: [Generate.self, Chat.self, Serve.self, Score.self, Tokenize.self, Template.self, Bench.self]
     )
 }
 
