@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Foundation
 import Server
+import Tokenizers
 
 /// `pagoda serve`: the OpenAI-compatible HTTP server over the continuous-batching engine.
 struct Serve: AsyncParsableCommand {
@@ -35,7 +36,15 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         do {
             let path = try options.resolvedPath()
-            let (loaded, _) = try loadWithTokenizer(options)
+            let (loaded, tokenizer) = try loadWithTokenizer(options)
+            // A template Pagoda cannot render fails here, at load time, not as a wrong prompt later.
+            if let source = tokenizer.chatTemplate {
+                do {
+                    _ = try ChatTemplate(source)
+                } catch {
+                    throw ValidationError("the model's chat template cannot be used: \(error)")
+                }
+            }
             let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: cacheOptions.resolved(), scheduler: schedulerOptions.resolved()))
             let name = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             var serverOptions = ServerOptions()
