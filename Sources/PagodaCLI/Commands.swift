@@ -132,7 +132,7 @@ struct Generate: AsyncParsableCommand {
                         if let reason = output.finishReason { finish = reason }
                     }
                     if json {
-                        print("{\"index\": \(index), \"text\": \(jsonString(text)), \"token_ids\": [\(ids.map(String.init).joined(separator: ", "))], \"finish_reason\": \"\(finish.rawValue)\"}")
+                        print("{\"index\": \(index), \"text\": \(jsonStringLiteral(text)), \"token_ids\": [\(ids.map(String.init).joined(separator: ", "))], \"finish_reason\": \"\(finish.rawValue)\"}")
                     } else {
                         print("[\(index)] \(prompt)\(text)")
                     }
@@ -145,24 +145,6 @@ struct Generate: AsyncParsableCommand {
         printError(String(format: "pagoda: %d requests, %d tokens generated in %.2f s (%.1f tok/s)", prompts.count, total, seconds, seconds > 0 ? Double(total) / seconds : 0))
     }
 }
-
-/// A string as a JSON string literal.
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
-}
-
 
 struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(

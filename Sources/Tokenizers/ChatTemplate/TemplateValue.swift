@@ -487,28 +487,32 @@ func isPythonSpace(_ u: Unicode.Scalar) -> Bool {
     }
 }
 
+/// `text` as a JSON string literal, as Python's `json.dumps(text, ensure_ascii=False)` writes it:
+/// quotes, backslashes and control characters escaped, everything else as is.
+public func jsonStringLiteral(_ text: String) -> String {
+    var out = "\""
+    for u in text.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case "\u{08}": out += "\\b"
+        case "\u{0C}": out += "\\f"
+        default:
+            if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+        }
+    }
+    return out + "\""
+}
+
 /// Python's `json.dumps(value, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sortKeys)`.
 func jsonDumps(_ value: Value, indent: String?, separators: (String, String)?, sortKeys: Bool) throws -> String {
     let itemSep = separators?.0 ?? (indent == nil ? ", " : ",")
     let keySep = separators?.1 ?? ": "
     var out = ""
-    func encodeString(_ s: String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        out += "\""
-    }
+    func encodeString(_ s: String) { out += jsonStringLiteral(s) }
     func keyString(_ k: Value) throws -> String {
         switch k {
         case let .string(s): return s
