@@ -6,9 +6,12 @@ import PackageDescription
 /// every index that comes from a file is validated before it reaches them.
 /// On x86-64 the kernels are compiled for the building CPU (AVX-512 / AVX2 where present), as
 /// llama.cpp does by default; set PAGODA_PORTABLE=1 to build a binary for any x86-64 CPU.
+/// Portable x86-64 builds may lack F16C, so they widen float16 with integer code (`PAGODA_PORTABLE`).
+let portable = ProcessInfo.processInfo.environment["PAGODA_PORTABLE"] == "1"
+
 let hostCPUFlags: [String] = {
     #if arch(x86_64)
-    if ProcessInfo.processInfo.environment["PAGODA_PORTABLE"] == "1" { return [] }
+    if portable { return [] }
     return ["-Xcc", "-march=native"]
     #else
     return []
@@ -17,7 +20,7 @@ let hostCPUFlags: [String] = {
 
 let numericSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"] + hostCPUFlags, .when(configuration: .release)),
-]
+] + (portable ? [.define("PAGODA_PORTABLE")] : [])
 
 let package = Package(
     name: "Pagoda",

@@ -44,6 +44,8 @@ public final class PagedKVLayer: @unchecked Sendable {
     /// int8 only: `[blocks, blockSize, kvHeads]` scales for K and V (a 1-element dummy otherwise).
     let keyScales: UnsafeMutablePointer<Float>
     let valueScales: UnsafeMutablePointer<Float>
+    /// Owns the four buffers above.
+    private let storage: [ZeroedPages]
     /// Bytes of one of the two pools.
     let poolBytes: Int
     /// int8 vectors are stored Hadamard-rotated (power-of-two head dimensions only).
@@ -62,21 +64,13 @@ public final class PagedKVLayer: @unchecked Sendable {
         poolBytes = vectors * self.headDim * dtype.bytesPerElement
         scaleCount = dtype.hasScales ? vectors : 0
         rotatesForInt8 = dtype == .int8 && Hadamard.applies(to: self.headDim)
-        keys = UnsafeMutableRawPointer.allocate(byteCount: max(poolBytes, 64), alignment: 64)
-        values = UnsafeMutableRawPointer.allocate(byteCount: max(poolBytes, 64), alignment: 64)
-        keys.initializeMemory(as: UInt8.self, repeating: 0, count: max(poolBytes, 64))
-        values.initializeMemory(as: UInt8.self, repeating: 0, count: max(poolBytes, 64))
-        keyScales = .allocate(capacity: max(scaleCount, 1))
-        valueScales = .allocate(capacity: max(scaleCount, 1))
-        keyScales.initialize(repeating: 0, count: max(scaleCount, 1))
-        valueScales.initialize(repeating: 0, count: max(scaleCount, 1))
-    }
-
-    deinit {
-        keys.deallocate()
-        values.deallocate()
-        keyScales.deallocate()
-        valueScales.deallocate()
+        // Zeroed pages from the kernel: a large pool costs memory only as blocks get written.
+        storage = [ZeroedPages(byteCount: poolBytes), ZeroedPages(byteCount: poolBytes),
+                   ZeroedPages(byteCount: scaleCount * 4), ZeroedPages(byteCount: scaleCount * 4)]
+        keys = storage[0].pointer
+        values = storage[1].pointer
+        keyScales = storage[2].pointer.assumingMemoryBound(to: Float.self)
+        valueScales = storage[3].pointer.assumingMemoryBound(to: Float.self)
     }
 
     /// Total bytes held: K + V pools and their scales.
@@ -317,5 +311,28 @@ public enum Hadamard {
         }
         let norm = 1 / Float(n).squareRoot()
         for i in 0 ..< n { x[i] *= norm }
+    }
+}
+
+/// `byteCount` zero bytes, page-aligned, mapped lazily by the kernel so that untouched parts take
+/// no memory (a heap buffer, zeroed explicitly, if mapping fails).
+final class ZeroedPages {
+    let pointer: UnsafeMutableRawPointer
+    private let mappedBytes: Int?
+
+    init(byteCount: Int) {
+        let size = max(byteCount, 1)
+        if let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+            pointer = p
+            mappedBytes = size
+        } else {
+            pointer = .allocate(byteCount: size, alignment: 4096)
+            pointer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+            mappedBytes = nil
+        }
+    }
+
+    deinit {
+        if let mappedBytes { munmap(pointer, mappedBytes) } else { pointer.deallocate() }
     }
 }

@@ -28,6 +28,9 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     /// Runs one step: writes the new tokens' K/V into `cache` and returns logits
     /// `[batch.logitRows.count, vocab]`. Concurrent calls take turns.
     func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float]
+    /// Bytes of weights one decode step reads (every matrix once, plus one embedding row): what
+    /// bounds decoding speed by memory bandwidth.
+    var streamedWeightBytes: Int { get }
 }
 
 /// One decoder block's weights (attention + SwiGLU MLP, pre-norm).
@@ -137,6 +140,13 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
         rope = c.rope(frequencyFactors: factors)
     }
 
+    public var streamedWeightBytes: Int {
+        let perLayer = layers.reduce(0) { sum, l in
+            sum + [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].reduce(0) { $0 + $1.rows * $1.rowBytes }
+        }
+        return perLayer + outputHead.rows * outputHead.rowBytes + embedding.rowBytes
+    }
+
     public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float] {
         forwardLock.lock()
         defer { forwardLock.unlock() }
@@ -168,9 +178,7 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
         for (index, layer) in layers.enumerated() {
             // Attention block.
             Norm.rms(w.hidden, weight: layer.attentionNorm, eps: c.rmsNormEps, into: w.normed, rows: n, n: hidden)
-            MatMul.multiply(w.normed, tokens: n, by: layer.q, into: w.q, pool: pool)
-            MatMul.multiply(w.normed, tokens: n, by: layer.k, into: w.k, pool: pool)
-            MatMul.multiply(w.normed, tokens: n, by: layer.v, into: w.v, pool: pool)
+            MatMul.multiply(w.normed, tokens: n, fused: [(layer.q, w.q), (layer.k, w.k), (layer.v, w.v)], pool: pool)
             for t in 0 ..< n {
                 let qRow = w.q + t * qDim, kRow = w.k + t * kvDim, vRow = w.v + t * kvDim
                 if let b = layer.qBias { Vector.add(b, into: qRow, qDim) }
@@ -193,8 +201,7 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
 
             // MLP block.
             Norm.rms(w.hidden, weight: layer.mlpNorm, eps: c.rmsNormEps, into: w.normed, rows: n, n: hidden)
-            MatMul.multiply(w.normed, tokens: n, by: layer.gate, into: w.gate, pool: pool)
-            MatMul.multiply(w.normed, tokens: n, by: layer.up, into: w.up, pool: pool)
+            MatMul.multiply(w.normed, tokens: n, fused: [(layer.gate, w.gate), (layer.up, w.up)], pool: pool)
             Activation.swiglu(gate: w.gate, up: w.up, into: w.gate, n * c.intermediateSize)
             MatMul.multiply(w.gate, tokens: n, by: layer.down, into: w.normed, pool: pool)
             Vector.add(w.normed, into: w.hidden, n * hidden)

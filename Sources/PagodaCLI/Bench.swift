@@ -7,7 +7,8 @@ import Kernels
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks.",
-        subcommands: [BenchAttention.self, BenchLoad.self])
+        subcommands: [BenchModel.self, BenchAttention.self, BenchLoad.self],
+        defaultSubcommand: BenchModel.self)
 }
 
 /// Decode attention throughput over the paged KV cache, beside the machine's read bandwidth.
@@ -46,10 +47,10 @@ struct BenchAttention: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
-    static func parseList(_ text: String, _ name: String) throws -> [Int] {
+    static func parseList(_ text: String, _ name: String, allowZero: Bool = false) throws -> [Int] {
         try text.split(separator: ",").map {
-            guard let v = Int($0.trimmingCharacters(in: .whitespaces)), v > 0 else {
-                throw ValidationError("\(name): '\($0)' is not a positive integer")
+            guard let v = Int($0.trimmingCharacters(in: .whitespaces)), v > 0 || (allowZero && v == 0) else {
+                throw ValidationError("\(name): '\($0)' is not a \(allowZero ? "non-negative" : "positive") integer")
             }
             return v
         }

@@ -201,7 +201,9 @@ import TestSupport
             let blocker = engine.generate(prompt: "Count slowly:", parameters: GenerationParameters(maxTokens: 24, ignoreEOS: true))
             group.addTask { for try await _ in blocker {} }
             try await Task.sleep(for: .milliseconds(50))
-            let low = engine.generate(prompt: "Low priority", parameters: GenerationParameters(maxTokens: 2, ignoreEOS: true, priority: 0))
+            // The low-priority request is long, so that even a consumer task that the cooperative
+            // pool runs late records "high" first when the engine served high first.
+            let low = engine.generate(prompt: "Low priority", parameters: GenerationParameters(maxTokens: 24, ignoreEOS: true, priority: 0))
             let high = engine.generate(prompt: "High priority", parameters: GenerationParameters(maxTokens: 2, ignoreEOS: true, priority: 5))
             group.addTask { for try await o in low where o.finishReason != nil { await order.add("low") } }
             group.addTask { for try await o in high where o.finishReason != nil { await order.add("high") } }

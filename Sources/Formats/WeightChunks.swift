@@ -1,0 +1,357 @@
+/// Block decoders that read stored weights 32 elements (one "chunk") at a time into float32
+/// registers, in factored form: `weight = q * scale + offset`, with `q` the small integers of the
+/// block (or the float weights themselves), `scale` per chunk or per 16-element half, and `offset`
+/// per chunk. Matrix kernels multiply through them without a dequantized copy, expanding each
+/// chunk with one fused multiply-add per 16 weights (`fusedWeights`); `Dequantize.row` stores
+/// `weights`, which is bit for bit ggml's `dequantize_row_*` (product and sum rounded separately).
+///
+/// Each decoder is written as per-lane loops over `SIMD16` values, which LLVM turns into vector
+/// code (zero/sign extension, int-to-float conversion); Swift's generic SIMD conversion
+/// initializers are avoided because they stay out-of-line calls.
+public protocol WeightChunkDecoder {
+    /// Elements per stored block: 32, or 256 for the K-quants.
+    static var blockElements: Int { get }
+    /// Bytes per stored block.
+    static var blockBytes: Int { get }
+    /// How `WeightChunk.scaleLow`/`scaleHigh` apply.
+    static var scaling: ChunkScaling { get }
+    /// Whether `WeightChunk.offset` can be non-zero.
+    static var hasOffset: Bool { get }
+    /// Chunk `chunk` (`< blockElements / 32`), weights `[32 * chunk, 32 * chunk + 32)`, of the block at `block`.
+    static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk
+}
+
+/// Where a chunk's scale applies.
+public enum ChunkScaling {
+    /// `low`/`high` are the weights (float types).
+    case none
+    /// One scale (`scaleLow`) for all 32 weights.
+    case whole
+    /// `scaleLow` for elements 0..<16, `scaleHigh` for 16..<32 (Q6_K).
+    case halves
+}
+
+extension WeightChunkDecoder {
+    /// Chunks in one stored block.
+    @inlinable @inline(__always)
+    public static var chunksPerBlock: Int { blockElements / 32 }
+    @inlinable @inline(__always)
+    public static var hasOffset: Bool { false }
+}
+
+/// 32 consecutive weights in factored form: `low` holds q of elements 0..<16, `high` of 16..<32.
+@frozen
+public struct WeightChunk {
+    public var low: SIMD16<Float>
+    public var high: SIMD16<Float>
+    public var scaleLow: Float
+    public var scaleHigh: Float
+    public var offset: Float
+
+    /// Float weights (scaling `.none`).
+    @inlinable @inline(__always)
+    public init(_ low: SIMD16<Float>, _ high: SIMD16<Float>) {
+        self.init(low, high, scale: 1)
+    }
+
+    @inlinable @inline(__always)
+    public init(_ low: SIMD16<Float>, _ high: SIMD16<Float>, scale: Float, offset: Float = 0) {
+        self.init(low, high, scaleLow: scale, scaleHigh: scale, offset: offset)
+    }
+
+    @inlinable @inline(__always)
+    public init(_ low: SIMD16<Float>, _ high: SIMD16<Float>, scaleLow: Float, scaleHigh: Float, offset: Float = 0) {
+        self.low = low
+        self.high = high
+        self.scaleLow = scaleLow
+        self.scaleHigh = scaleHigh
+        self.offset = offset
+    }
+
+    /// The 32 weights as float32 with one rounding (`q * scale + offset` fused): what the matmul
+    /// kernels multiply with. At most one unit in the last place from `weights`.
+    @inlinable @inline(__always)
+    public func fusedWeights<D: WeightChunkDecoder>(_: D.Type) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        switch D.scaling {
+        case .none: return (low, high)
+        case .whole, .halves:
+            if D.hasOffset {
+                let o = SIMD16<Float>(repeating: offset)
+                return (o.addingProduct(low, SIMD16(repeating: scaleLow)), o.addingProduct(high, SIMD16(repeating: scaleHigh)))
+            }
+            return (low * scaleLow, high * scaleHigh)
+        }
+    }
+
+    /// The 32 weights as float32, rounded as ggml rounds them: `q * scale`, then `+ offset`.
+    @inlinable @inline(__always)
+    public func weights<D: WeightChunkDecoder>(_: D.Type) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        switch D.scaling {
+        case .none: return (low, high)
+        case .whole, .halves:
+            let l = low * scaleLow, h = high * scaleHigh
+            return D.hasOffset ? (l + offset, h + offset) : (l, h)
+        }
+    }
+}
+
+// MARK: - Lane helpers
+
+/// Sixteen bytes at `offset`.
+@inlinable @inline(__always)
+func bytes16(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD16<UInt8> {
+    p.loadUnaligned(fromByteOffset: offset, as: SIMD16<UInt8>.self)
+}
+
+/// A little-endian float16 field at `offset`, widened to Float (exactly, either way).
+@inlinable @inline(__always)
+func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
+    halfToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+}
+
+/// float16 bits to Float: the hardware conversion (F16C, arm64) unless the build is portable,
+/// where x86-64 may lack F16C and `Float(Float16)` would be a library call.
+@inlinable @inline(__always)
+func halfToFloat(_ bits: UInt16) -> Float {
+    #if PAGODA_PORTABLE && arch(x86_64)
+    Dequantize.half(bits)
+    #else
+    Float(Float16(bitPattern: bits))
+    #endif
+}
+
+/// `Float(Int32(q[i]) - bias)` per lane (exact: every value is a small integer).
+@inlinable @inline(__always)
+func lanes(_ q: SIMD16<UInt8>, minus bias: Int32 = 0) -> SIMD16<Float> {
+    var r = SIMD16<Float>()
+    for i in 0..<16 { r[i] = Float(Int32(q[i]) &- bias) }
+    return r
+}
+
+/// Sixteen 4-bit values in the low nibbles (`high == false`) or high nibbles of `q`.
+@inlinable @inline(__always)
+func nibbles(_ q: SIMD16<UInt8>, high: Bool) -> SIMD16<UInt8> {
+    high ? q &>> 4 : q & 0x0F
+}
+
+/// The fifth bits of Q5_0/Q5_1 elements `first..<first + 16` (bit `first + i` of `qh`), as 16 or 0.
+@inlinable @inline(__always)
+func fifthBits(_ qh: UInt32, from first: Int) -> SIMD16<UInt8> {
+    var r = SIMD16<UInt8>()
+    // A mask test rather than a variable shift, so the loop vectorizes without AVX2.
+    for i in 0..<16 { r[i] = qh & (1 &<< UInt32(first &+ i)) != 0 ? 16 : 0 }
+    return r
+}
+
+// MARK: - Float types
+
+/// F32 weights, 32 elements per "block".
+public enum F32Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .none }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 128 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        WeightChunk(block.loadUnaligned(as: SIMD16<Float>.self), block.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self))
+    }
+}
+
+/// F16 weights, converted exactly.
+public enum F16Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .none }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 64 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let a = block.loadUnaligned(as: SIMD16<UInt16>.self), b = block.loadUnaligned(fromByteOffset: 32, as: SIMD16<UInt16>.self)
+        var low = SIMD16<Float>(), high = SIMD16<Float>()
+        for i in 0..<16 {
+            low[i] = halfToFloat(a[i])
+            high[i] = halfToFloat(b[i])
+        }
+        return WeightChunk(low, high)
+    }
+}
+
+/// BF16 weights: the upper halves of float32s.
+public enum BF16Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .none }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 64 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let a = block.loadUnaligned(as: SIMD16<UInt16>.self), b = block.loadUnaligned(fromByteOffset: 32, as: SIMD16<UInt16>.self)
+        var low = SIMD16<Float>(), high = SIMD16<Float>()
+        for i in 0..<16 {
+            low[i] = Dequantize.bfloat(a[i])
+            high[i] = Dequantize.bfloat(b[i])
+        }
+        return WeightChunk(low, high)
+    }
+}
+
+// MARK: - 32-element blocks
+//
+// In the 4- and 5-bit types, byte j of `qs` holds element j in its low nibble and element j + 16
+// in its high nibble. In Q5_*, bit j of the little-endian 32-bit `qh` is the fifth bit of element j.
+
+/// Q4_0, 18 bytes: `d: f16`, `qs: [16] u8`. x = (nibble - 8) * d.
+public enum Q4_0Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 18 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d = half(block, 0)
+        let q = bytes16(block, 2)
+        return WeightChunk(lanes(q & 0x0F, minus: 8), lanes(q &>> 4, minus: 8), scale: d)
+    }
+}
+
+/// Q4_1, 20 bytes: `d: f16`, `m: f16`, `qs: [16] u8`. x = nibble * d + m.
+public enum Q4_1Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var hasOffset: Bool { true }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 20 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d = half(block, 0), m = half(block, 2)
+        let q = bytes16(block, 4)
+        return WeightChunk(lanes(q & 0x0F), lanes(q &>> 4), scale: d, offset: m)
+    }
+}
+
+/// Q5_0, 22 bytes: `d: f16`, `qh: u32`, `qs: [16] u8`. x = ((nibble | fifth bit << 4) - 16) * d.
+public enum Q5_0Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 22 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d = half(block, 0)
+        let qh = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+        let q = bytes16(block, 6)
+        return WeightChunk(
+            lanes((q & 0x0F) | fifthBits(qh, from: 0), minus: 16),
+            lanes((q &>> 4) | fifthBits(qh, from: 16), minus: 16), scale: d)
+    }
+}
+
+/// Q5_1, 24 bytes: `d: f16`, `m: f16`, `qh: u32`, `qs: [16] u8`. x = (nibble | fifth bit << 4) * d + m.
+public enum Q5_1Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var hasOffset: Bool { true }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 24 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d = half(block, 0), m = half(block, 2)
+        let qh = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        let q = bytes16(block, 8)
+        return WeightChunk(
+            lanes((q & 0x0F) | fifthBits(qh, from: 0)),
+            lanes((q &>> 4) | fifthBits(qh, from: 16)), scale: d, offset: m)
+    }
+}
+
+/// Q8_0, 34 bytes: `d: f16`, `qs: [32] i8`. x = q * d.
+public enum Q8_0Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 34 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d = half(block, 0)
+        let a = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)
+        let b = block.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self)
+        var low = SIMD16<Float>(), high = SIMD16<Float>()
+        for i in 0..<16 {
+            low[i] = Float(a[i])
+            high[i] = Float(b[i])
+        }
+        return WeightChunk(low, high, scale: d)
+    }
+}
+
+// MARK: - 256-element super-blocks (K-quants)
+
+/// Scale and min (both 6-bit) of sub-block `j` (0..<8) in the 12-byte packed scales of Q4_K/Q5_K
+/// (ggml's `get_scale_min_k4`). For j < 4: scale = q[j] & 63, min = q[j + 4] & 63. For j >= 4 the low
+/// 4 bits come from q[j + 4] (scale: low nibble, min: high nibble) and the top 2 bits from the top
+/// bits of q[j - 4] (scale) and q[j] (min).
+@inlinable @inline(__always)
+func kScaleMin(_ j: Int, _ q: UnsafeRawPointer) -> (scale: UInt8, min: UInt8) {
+    func byte(_ i: Int) -> UInt8 { q.load(fromByteOffset: i, as: UInt8.self) }
+    if j < 4 {
+        return (byte(j) & 63, byte(j + 4) & 63)
+    }
+    let low = byte(j + 4)
+    return ((low & 0x0F) | ((byte(j - 4) &>> 6) &<< 4), (low &>> 4) | ((byte(j) &>> 6) &<< 4))
+}
+
+/// Q4_K, 144 bytes: `d: f16`, `dmin: f16`, `scales: [12] u8` (see `kScaleMin`), `qs: [128] u8`.
+/// Per 64 elements, 32 bytes of `qs` hold elements 0..<32 in low nibbles and 32..<64 in high nibbles.
+/// x = d * scale * q - dmin * min, with scale/min per 32 elements (one chunk).
+public enum Q4_KChunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var hasOffset: Bool { true }
+    @inlinable public static var blockElements: Int { 256 }
+    @inlinable public static var blockBytes: Int { 144 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let (sc, mn) = kScaleMin(chunk, block + 4)
+        let scale = half(block, 0) * Float(sc), min = half(block, 2) * Float(mn)
+        let qs = 16 &+ 32 &* (chunk &>> 1)
+        let high = chunk & 1 == 1
+        return WeightChunk(
+            lanes(nibbles(bytes16(block, qs), high: high)),
+            lanes(nibbles(bytes16(block, qs &+ 16), high: high)), scale: scale, offset: -min)
+    }
+}
+
+/// Q5_K, 176 bytes: `d: f16`, `dmin: f16`, `scales: [12] u8` (see `kScaleMin`), `qh: [32] u8`,
+/// `qs: [128] u8`. Like Q4_K plus a fifth bit: bit c of `qh[l]` for element 32c + l.
+public enum Q5_KChunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var hasOffset: Bool { true }
+    @inlinable public static var blockElements: Int { 256 }
+    @inlinable public static var blockBytes: Int { 176 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let (sc, mn) = kScaleMin(chunk, block + 4)
+        let scale = half(block, 0) * Float(sc), min = half(block, 2) * Float(mn)
+        let qs = 48 &+ 32 &* (chunk &>> 1)
+        let high = chunk & 1 == 1
+        let shift = UInt8(chunk)
+        let h0 = ((bytes16(block, 16) &>> shift) & 1) &<< 4, h1 = ((bytes16(block, 32) &>> shift) & 1) &<< 4
+        return WeightChunk(
+            lanes(nibbles(bytes16(block, qs), high: high) | h0),
+            lanes(nibbles(bytes16(block, qs &+ 16), high: high) | h1), scale: scale, offset: -min)
+    }
+}
+
+/// Q6_K, 210 bytes: `ql: [128] u8` (low 4 bits), `qh: [64] u8` (high 2 bits), `scales: [16] i8`
+/// (per 16 elements), `d: f16`. x = d * scale * (q - 32).
+/// Chunk c = 4n + k covers elements 128n + 32k ..< +32: its low 4 bits are the low (k < 2) or high
+/// (k >= 2) nibbles of `ql[64n + 32(k & 1) ..< +32]`, its high bits sit at shift 2k in
+/// `qh[32n ..< 32n + 32]`, and its two 16-element halves use scales `8n + 2k` and `8n + 2k + 1`.
+public enum Q6_KChunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .halves }
+    @inlinable public static var blockElements: Int { 256 }
+    @inlinable public static var blockBytes: Int { 210 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let n = chunk &>> 2, k = chunk & 3
+        let d = half(block, 208)
+        let scales = 192 &+ 8 &* n &+ 2 &* k
+        let d0 = d * Float(block.load(fromByteOffset: scales, as: Int8.self))
+        let d1 = d * Float(block.load(fromByteOffset: scales &+ 1, as: Int8.self))
+        let ql = 64 &* n &+ 32 &* (k & 1), qh = 128 &+ 32 &* n
+        let high = k >= 2
+        let shift = UInt8(2 &* k)
+        let q0 = nibbles(bytes16(block, ql), high: high) | (((bytes16(block, qh) &>> shift) & 3) &<< 4)
+        let q1 = nibbles(bytes16(block, ql &+ 16), high: high) | (((bytes16(block, qh &+ 16) &>> shift) & 3) &<< 4)
+        return WeightChunk(lanes(q0, minus: 32), lanes(q1, minus: 32), scaleLow: d0, scaleHigh: d1)
+    }
+}

@@ -1,0 +1,111 @@
+import Formats
+import Kernels
+import Testing
+
+/// Random weight rows of `type` whose float16 scale fields hold moderate values (random bytes
+/// elsewhere), so that every quant and scale bit pattern is exercised without infinities.
+func randomWeightBytes(_ type: GGMLType, rows: Int, cols: Int, rng: inout SeededGenerator) -> [UInt8] {
+    let rowBytes = type.byteCount(elements: cols) ?? 0
+    var bytes = (0 ..< rows * rowBytes).map { _ in UInt8.random(in: 0 ... 255, using: &rng) }
+    func half(_ value: Float, at offset: Int) {
+        let bits = Float16(value).bitPattern
+        bytes[offset] = UInt8(bits & 0xFF)
+        bytes[offset + 1] = UInt8(bits >> 8)
+    }
+    let scaleOffsets: [Int]
+    switch type {
+    case .f32:
+        for i in stride(from: 0, to: bytes.count, by: 4) {
+            withUnsafeBytes(of: rng.symmetric(1)) { bytes.replaceSubrange(i ..< i + 4, with: $0) }
+        }
+        return bytes
+    case .f16:
+        for i in stride(from: 0, to: bytes.count, by: 2) { half(rng.symmetric(1), at: i) }
+        return bytes
+    case .bf16:
+        for i in stride(from: 0, to: bytes.count, by: 2) {
+            let bits = rng.symmetric(1).bitPattern >> 16
+            bytes[i] = UInt8(bits & 0xFF)
+            bytes[i + 1] = UInt8(bits >> 8)
+        }
+        return bytes
+    case .q4_0, .q5_0, .q8_0: scaleOffsets = [0]
+    case .q4_1, .q5_1, .q4_K, .q5_K: scaleOffsets = [0, 2]
+    case .q6_K: scaleOffsets = [208]
+    case .q2_K: scaleOffsets = [80, 82]
+    case .q3_K: scaleOffsets = [108]
+    default: return bytes
+    }
+    let blockBytes = type.bytesPerBlock
+    for block in stride(from: 0, to: bytes.count, by: blockBytes) {
+        for offset in scaleOffsets { half(rng.symmetric(0.05), at: block + offset) }
+    }
+    return bytes
+}
+
+@Suite struct MatMulTests {
+    static let types: [GGMLType] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+
+    /// Every kernel path (8- and 4-token tiles, 4-row and single-row decode) against a float64
+    /// product of the dequantized weights, with rows that are not a multiple of four.
+    @Test(arguments: types)
+    func matchesDequantizedProduct(_ type: GGMLType) throws {
+        var rng = SeededGenerator(seed: UInt64(type.rawValue) + 7)
+        let rows = 37, cols = 512, tokens = 15
+        let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
+                                      bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
+        let input = (0 ..< tokens * cols).map { _ in rng.symmetric(2) }
+        var dequantized = [Float](repeating: 0, count: rows * cols)
+        dequantized.withUnsafeMutableBufferPointer { out in
+            for r in 0 ..< rows { weight.dequantizeRow(r, into: out.baseAddress! + r * cols) }
+        }
+        let pool = WorkerPool(threads: 2)
+        var output = [Float](repeating: .nan, count: tokens * rows)
+        input.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                MatMul.multiply(x.baseAddress!, tokens: tokens, by: weight, into: y.baseAddress!, pool: pool)
+            }
+        }
+        var worst = 0.0
+        for t in 0 ..< tokens {
+            for r in 0 ..< rows {
+                var exact = 0.0, magnitude = 0.0
+                for c in 0 ..< cols {
+                    let p = Double(input[t * cols + c]) * Double(dequantized[r * cols + c])
+                    exact += p
+                    magnitude += abs(p)
+                }
+                worst = max(worst, abs(Double(output[t * rows + r]) - exact) / max(magnitude, 1e-30))
+            }
+        }
+        #expect(worst < 2e-6, "\(type): worst error relative to sum |w x| is \(worst)")
+    }
+
+    /// A token's outputs are bitwise the same alone, inside any batch, and with any thread count.
+    @Test(arguments: types)
+    func batchAndThreadInvariant(_ type: GGMLType) throws {
+        var rng = SeededGenerator(seed: UInt64(type.rawValue) + 99)
+        let rows = 44, cols = 256, tokens = 13
+        let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
+                                      bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
+        let input = (0 ..< tokens * cols).map { _ in rng.symmetric(1) }
+        func product(tokens range: Range<Int>, threads: Int) -> [Float] {
+            var output = [Float](repeating: .nan, count: range.count * rows)
+            input.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    MatMul.multiply(x.baseAddress! + range.lowerBound * cols, tokens: range.count, by: weight,
+                                    into: y.baseAddress!, pool: WorkerPool(threads: threads))
+                }
+            }
+            return output
+        }
+        let batched = product(tokens: 0 ..< tokens, threads: 2)
+        #expect(product(tokens: 0 ..< tokens, threads: 1).map(\.bitPattern) == batched.map(\.bitPattern))
+        for t in [0, 5, 8, 12] {
+            let alone = product(tokens: t ..< t + 1, threads: 1)
+            #expect(alone.map(\.bitPattern) == Array(batched[t * rows ..< (t + 1) * rows]).map(\.bitPattern), "\(type) token \(t)")
+        }
+        let middle = product(tokens: 3 ..< 10, threads: 2)
+        #expect(middle.map(\.bitPattern) == Array(batched[3 * rows ..< 10 * rows]).map(\.bitPattern), "\(type) tokens 3..<10")
+    }
+}
