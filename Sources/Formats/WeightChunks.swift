@@ -134,12 +134,18 @@ func nibbles(_ q: SIMD16<UInt8>, high: Bool) -> SIMD16<UInt8> {
     high ? q &>> 4 : q & 0x0F
 }
 
-/// The fifth bits of Q5_0/Q5_1 elements `first..<first + 16` (bit `first + i` of `qh`), as 16 or 0.
+/// `Float(Int32(low or high nibbles of q) | fifth bits << 4) - bias` per lane, the fifth bit of
+/// lane i being bit `first + i` of `qh` (Q5_0/Q5_1). Computed with whole-vector shifts in 32-bit
+/// lanes, which vectorize (a per-lane select or shift by the lane index does not).
 @inlinable @inline(__always)
-func fifthBits(_ qh: UInt32, from first: Int) -> SIMD16<UInt8> {
-    var r = SIMD16<UInt8>()
-    // A mask test rather than a variable shift, so the loop vectorizes without AVX2.
-    for i in 0..<16 { r[i] = qh & (1 &<< UInt32(first &+ i)) != 0 ? 16 : 0 }
+func fiveBitLanes(_ q: SIMD16<UInt8>, high: Bool, _ qh: UInt32, from first: Int, minus bias: Int32 = 0) -> SIMD16<Float> {
+    let bits = high ? q &>> 4 : q & 0x0F
+    var wide = SIMD16<UInt32>()
+    for i in 0..<16 { wide[i] = UInt32(bits[i]) }
+    let shifts = SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) &+ UInt32(first)
+    wide |= ((SIMD16<UInt32>(repeating: qh) &>> shifts) & 1) &<< 4
+    var r = SIMD16<Float>()
+    for i in 0..<16 { r[i] = Float(Int32(bitPattern: wide[i]) &- bias) }
     return r
 }
 
@@ -233,8 +239,8 @@ public enum Q5_0Chunks: WeightChunkDecoder {
         let qh = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
         let q = bytes16(block, 6)
         return WeightChunk(
-            lanes((q & 0x0F) | fifthBits(qh, from: 0), minus: 16),
-            lanes((q &>> 4) | fifthBits(qh, from: 16), minus: 16), scale: d)
+            fiveBitLanes(q, high: false, qh, from: 0, minus: 16),
+            fiveBitLanes(q, high: true, qh, from: 16, minus: 16), scale: d)
     }
 }
 
@@ -250,8 +256,8 @@ public enum Q5_1Chunks: WeightChunkDecoder {
         let qh = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
         let q = bytes16(block, 8)
         return WeightChunk(
-            lanes((q & 0x0F) | fifthBits(qh, from: 0)),
-            lanes((q &>> 4) | fifthBits(qh, from: 16)), scale: d, offset: m)
+            fiveBitLanes(q, high: false, qh, from: 0),
+            fiveBitLanes(q, high: true, qh, from: 16), scale: d, offset: m)
     }
 }
 
