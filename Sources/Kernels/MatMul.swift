@@ -155,11 +155,14 @@ private struct Product {
 
     /// `acc += w · x[0..<32]`, low half then high half.
     @inline(__always)
-    func accumulate<D: WeightChunkDecoder>(
-        _: D.Type, _ acc: inout Accumulator, _ w: (low: SIMD16<Float>, high: SIMD16<Float>), _ x: UnsafePointer<Float>
-    ) {
-        acc = acc.addingProduct(w.low, Vector.load16(x))
-        acc = acc.addingProduct(w.high, Vector.load16(x + 16))
+    func accumulate(_ acc: inout Accumulator, _ w: (low: SIMD16<Float>, high: SIMD16<Float>), _ x: UnsafePointer<Float>) {
+        accumulate(&acc, w, Vector.load16(x), Vector.load16(x + 16))
+    }
+
+    /// The same with the input's two halves already loaded (shared between rows).
+    @inline(__always)
+    func accumulate(_ acc: inout Accumulator, _ w: (low: SIMD16<Float>, high: SIMD16<Float>), _ low: SIMD16<Float>, _ high: SIMD16<Float>) {
+        acc = acc.addingProduct(w.low, low).addingProduct(w.high, high)
     }
 
     @inline(__always)
@@ -186,50 +189,50 @@ private struct Product {
                 do {
                     let xt = x
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a0 = a0.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b0 = b0.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a0, wv, low, high)
+                    accumulate(&b0, wu, low, high)
                 }
                 do {
                     let xt = x + 1 &* cols
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a1 = a1.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b1 = b1.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a1, wv, low, high)
+                    accumulate(&b1, wu, low, high)
                 }
                 do {
                     let xt = x + 2 &* cols
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a2 = a2.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b2 = b2.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a2, wv, low, high)
+                    accumulate(&b2, wu, low, high)
                 }
                 do {
                     let xt = x + 3 &* cols
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a3 = a3.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b3 = b3.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a3, wv, low, high)
+                    accumulate(&b3, wu, low, high)
                 }
                 do {
                     let xt = x + 4 &* cols
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a4 = a4.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b4 = b4.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a4, wv, low, high)
+                    accumulate(&b4, wu, low, high)
                 }
                 do {
                     let xt = x + 5 &* cols
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a5 = a5.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b5 = b5.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a5, wv, low, high)
+                    accumulate(&b5, wu, low, high)
                 }
                 do {
                     let xt = x + 6 &* cols
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a6 = a6.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b6 = b6.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a6, wv, low, high)
+                    accumulate(&b6, wu, low, high)
                 }
                 do {
                     let xt = x + 7 &* cols
                     let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    a7 = a7.addingProduct(wv.low, low).addingProduct(wv.high, high)
-                    b7 = b7.addingProduct(wu.low, low).addingProduct(wu.high, high)
+                    accumulate(&a7, wv, low, high)
+                    accumulate(&b7, wu, low, high)
                 }
             }
         }
@@ -264,14 +267,14 @@ private struct Product {
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
                 let index: Int = b &* D.chunksPerBlock &+ c
                 let x = x0 + index &* 32
-                accumulate(D.self, &a0, chunk, x)
-                accumulate(D.self, &a1, chunk, x + 1 &* cols)
-                accumulate(D.self, &a2, chunk, x + 2 &* cols)
-                accumulate(D.self, &a3, chunk, x + 3 &* cols)
-                accumulate(D.self, &a4, chunk, x + 4 &* cols)
-                accumulate(D.self, &a5, chunk, x + 5 &* cols)
-                accumulate(D.self, &a6, chunk, x + 6 &* cols)
-                accumulate(D.self, &a7, chunk, x + 7 &* cols)
+                accumulate(&a0, chunk, x)
+                accumulate(&a1, chunk, x + 1 &* cols)
+                accumulate(&a2, chunk, x + 2 &* cols)
+                accumulate(&a3, chunk, x + 3 &* cols)
+                accumulate(&a4, chunk, x + 4 &* cols)
+                accumulate(&a5, chunk, x + 5 &* cols)
+                accumulate(&a6, chunk, x + 6 &* cols)
+                accumulate(&a7, chunk, x + 7 &* cols)
             }
         }
         store(a0, row: row, token: token &+ 0)
@@ -297,10 +300,10 @@ private struct Product {
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
                 let index: Int = b &* D.chunksPerBlock &+ c
                 let x = x0 + index &* 32
-                accumulate(D.self, &a0, chunk, x)
-                accumulate(D.self, &a1, chunk, x + 1 &* cols)
-                accumulate(D.self, &a2, chunk, x + 2 &* cols)
-                accumulate(D.self, &a3, chunk, x + 3 &* cols)
+                accumulate(&a0, chunk, x)
+                accumulate(&a1, chunk, x + 1 &* cols)
+                accumulate(&a2, chunk, x + 2 &* cols)
+                accumulate(&a3, chunk, x + 3 &* cols)
             }
         }
         store(a0, row: row, token: token &+ 0)
@@ -324,10 +327,10 @@ private struct Product {
             for c in 0 ..< D.chunksPerBlock {
                 let index: Int = b &* D.chunksPerBlock &+ c
                 let x = x0 + index &* 32
-                accumulate(D.self, &a0, D.chunk(w0 + offset, c).fusedWeights(D.self), x)
-                accumulate(D.self, &a1, D.chunk(w1 + offset, c).fusedWeights(D.self), x)
-                accumulate(D.self, &a2, D.chunk(w2 + offset, c).fusedWeights(D.self), x)
-                accumulate(D.self, &a3, D.chunk(w3 + offset, c).fusedWeights(D.self), x)
+                accumulate(&a0, D.chunk(w0 + offset, c).fusedWeights(D.self), x)
+                accumulate(&a1, D.chunk(w1 + offset, c).fusedWeights(D.self), x)
+                accumulate(&a2, D.chunk(w2 + offset, c).fusedWeights(D.self), x)
+                accumulate(&a3, D.chunk(w3 + offset, c).fusedWeights(D.self), x)
             }
         }
         store(a0, row: row, token: token)
@@ -347,7 +350,7 @@ private struct Product {
             let block = w + b &* blockStride
             for c in 0 ..< D.chunksPerBlock {
                 let index: Int = b &* D.chunksPerBlock &+ c
-                accumulate(D.self, &a, D.chunk(block, c).fusedWeights(D.self), x0 + index &* 32)
+                accumulate(&a, D.chunk(block, c).fusedWeights(D.self), x0 + index &* 32)
             }
         }
         store(a, row: row, token: token)
