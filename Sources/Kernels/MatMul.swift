@@ -175,8 +175,8 @@ private struct Product {
     @inline(__always)
     func rows2Tokens8<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
         let cols = weight.cols
-        let v = weight.rowStart(row, blockBytes: D.blockBytes), vStride = weight.blockStride(row, blockBytes: D.blockBytes)
-        let u = weight.rowStart(row &+ 1, blockBytes: D.blockBytes), uStride = weight.blockStride(row &+ 1, blockBytes: D.blockBytes)
+        let v = weight.rowStart(row), vStride = weight.blockStride(row)
+        let u = weight.rowStart(row &+ 1), uStride = weight.blockStride(row &+ 1)
         let x0 = input + token &* cols
         var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator(), a4 = Accumulator(), a5 = Accumulator(), a6 = Accumulator(), a7 = Accumulator()
         var b0 = Accumulator(), b1 = Accumulator(), b2 = Accumulator(), b3 = Accumulator(), b4 = Accumulator(), b5 = Accumulator(), b6 = Accumulator(), b7 = Accumulator()
@@ -258,7 +258,7 @@ private struct Product {
     @inline(__always)
     func tokens8<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
         let cols = weight.cols
-        let w = weight.rowStart(row, blockBytes: D.blockBytes), blockStride = weight.blockStride(row, blockBytes: D.blockBytes)
+        let w = weight.rowStart(row), blockStride = weight.blockStride(row)
         let x0 = input + token &* cols
         var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator(), a4 = Accumulator(), a5 = Accumulator(), a6 = Accumulator(), a7 = Accumulator()
         for b in 0 ..< cols / D.blockElements {
@@ -291,7 +291,7 @@ private struct Product {
     @inline(__always)
     func tokens4<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
         let cols = weight.cols
-        let w = weight.rowStart(row, blockBytes: D.blockBytes), blockStride = weight.blockStride(row, blockBytes: D.blockBytes)
+        let w = weight.rowStart(row), blockStride = weight.blockStride(row)
         let x0 = input + token &* cols
         var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator()
         for b in 0 ..< cols / D.blockElements {
@@ -317,7 +317,7 @@ private struct Product {
     func rows4<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
         let cols = weight.cols
         // Inside a tile the four rows' blocks sit side by side: one sequential stream.
-        let w0 = weight.rowStart(row, blockBytes: D.blockBytes), blockStride = weight.blockStride(row, blockBytes: D.blockBytes)
+        let w0 = weight.rowStart(row), blockStride = weight.blockStride(row)
         let next = weight.tileRows == 1 ? weight.rowBytes : D.blockBytes
         let w1 = w0 + next, w2 = w1 + next, w3 = w2 + next
         let x0 = input + token &* cols
@@ -343,7 +343,7 @@ private struct Product {
     @inline(__always)
     func rows1<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
         let cols = weight.cols
-        let w = weight.rowStart(row, blockBytes: D.blockBytes), blockStride = weight.blockStride(row, blockBytes: D.blockBytes)
+        let w = weight.rowStart(row), blockStride = weight.blockStride(row)
         let x0 = input + token &* cols
         var a = Accumulator()
         for b in 0 ..< cols / D.blockElements {

@@ -24,6 +24,9 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rowBytes: Int
     /// Rows interleaved per tile: 4, or 1 for the plain row-major layout.
     public let tileRows: Int
+    /// The unit of interleaving: one stored block (float types: 32 elements).
+    let blockElements: Int
+    let blockBytes: Int
     let base: UnsafeRawPointer
     /// Keeps the memory mapping (or the repacked copy) alive.
     let owner: AnyObject
@@ -73,6 +76,8 @@ public struct WeightMatrix: @unchecked Sendable {
         self.rows = rows
         self.cols = cols
         self.rowBytes = rowBytes
+        blockElements = type.blockSize == 1 ? 32 : type.blockSize
+        blockBytes = type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
         let interleave = MatMul.hasRegisterDecoder(type, cols: cols) && rows >= 4
         guard interleave else {
             tileRows = 1
@@ -83,7 +88,6 @@ public struct WeightMatrix: @unchecked Sendable {
         tileRows = 4
         let total = rows * rowBytes
         let packed = OwnedBytes(count: total)
-        let blockBytes = type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
         let blocksPerRow = rowBytes / blockBytes
         let tiles = rows / 4
         for tile in 0 ..< tiles {
@@ -118,13 +122,13 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// Bytes between consecutive blocks of one row, which begins at `rowStart(row)`.
     @inline(__always)
-    func blockStride(_ row: Int, blockBytes: Int) -> Int {
+    func blockStride(_ row: Int) -> Int {
         row < tiledRows ? blockBytes &* tileRows : blockBytes
     }
 
     /// Address of the first block of `row`.
     @inline(__always)
-    func rowStart(_ row: Int, blockBytes: Int) -> UnsafeRawPointer {
+    func rowStart(_ row: Int) -> UnsafeRawPointer {
         if row < tiledRows {
             let tile: Int = row / tileRows
             let offset: Int = tile &* tileRows &* rowBytes &+ (row &- tile &* tileRows) &* blockBytes
@@ -140,9 +144,7 @@ public struct WeightMatrix: @unchecked Sendable {
             Dequantize.row(type, from: base + row * rowBytes, to: destination, count: cols)
             return
         }
-        let blockBytes = type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
-        let blockElements = type.blockSize == 1 ? 32 : type.blockSize
-        let start = rowStart(row, blockBytes: blockBytes), stride = blockStride(row, blockBytes: blockBytes)
+        let start = rowStart(row), stride = blockStride(row)
         for block in 0 ..< cols / blockElements {
             Dequantize.row(type, from: start + block * stride, to: destination + block * blockElements, count: blockElements)
         }

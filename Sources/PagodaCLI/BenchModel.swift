@@ -141,9 +141,12 @@ struct BenchModel: ParsableCommand {
         return (0 ..< count).map { _ in Int(generator.next() % UInt64(vocab)) }
     }
 
+    /// The one sequence a test runs at a time (freed before the next run admits it again).
+    static let benchSequence = SequenceID(1)
+
     /// Computes a whole prompt in one step over an empty cache (prefix caching is off).
     static func prefill(_ runner: ModelRunner, tokens: [Int]) throws {
-        let id = SequenceID(nextSequence())
+        let id = benchSequence
         try runner.admit(id, prompt: tokens)
         defer { try? runner.free(id) }
         _ = try runner.step([(id: id, count: tokens.count, logits: .last)])
@@ -151,7 +154,7 @@ struct BenchModel: ParsableCommand {
 
     /// `steps` single-token steps from an empty cache.
     static func generate(_ runner: ModelRunner, steps: Int, vocab: Int) throws {
-        let id = SequenceID(nextSequence())
+        let id = benchSequence
         let ids = tokens(steps, vocab: vocab, seed: 2)
         try runner.admit(id, prompt: [ids[0]])
         defer { try? runner.free(id) }
@@ -159,12 +162,6 @@ struct BenchModel: ParsableCommand {
             _ = try runner.step([(id: id, count: 1, logits: .last)])
             if step + 1 < steps { try runner.append(id, token: ids[step + 1]) }
         }
-    }
-
-    nonisolated(unsafe) private static var sequenceCounter = 0
-    static func nextSequence() -> Int {
-        sequenceCounter += 1
-        return sequenceCounter
     }
 
     /// The process's peak resident set size (Linux reports kilobytes, macOS bytes).
