@@ -31,12 +31,18 @@ public enum KVCacheDType: String, Sendable, CaseIterable {
 /// Walsh-Hadamard matrix H (`rotatesForInt8`). Rotation spreads the few large channels of K over all
 /// elements, so one absmax scale per vector loses far less; attention stays exact in rotated space
 /// because `(Hq)·(Hk) = q·k` and `H(Σ p Hv) = Σ p v` (the kernel rotates q in and the output back).
+///
+/// With `valuesAreKeys` the layer stores one pool and attention reads each value as the key vector
+/// itself: DeepSeek's latent cache (MLA), where key = `[latent, ropeKey]` and the value is the latent,
+/// so a token costs `headDim` elements, not two vectors.
 public final class PagedKVLayer: @unchecked Sendable {
     public let blocks: Int
     public let blockSize: Int
     public let kvHeads: Int
     public let headDim: Int
     public let dtype: KVCacheDType
+    /// Values are read from the key pool (one pool; MLA latent cache).
+    public let valuesAreKeys: Bool
 
     /// K and V pools: `[blocks, blockSize, kvHeads, headDim]` elements of `dtype`.
     let keys: UnsafeMutableRawPointer
@@ -54,32 +60,36 @@ public final class PagedKVLayer: @unchecked Sendable {
     let scaleCount: Int
 
     /// Allocates zeroed pools for `blocks` blocks of `blockSize` tokens.
-    public init(blocks: Int, blockSize: Int, kvHeads: Int, headDim: Int, dtype: KVCacheDType) {
+    public init(blocks: Int, blockSize: Int, kvHeads: Int, headDim: Int, dtype: KVCacheDType, valuesAreKeys: Bool = false) {
         self.blocks = max(0, blocks)
         self.blockSize = max(1, blockSize)
         self.kvHeads = max(1, kvHeads)
         self.headDim = max(1, headDim)
         self.dtype = dtype
+        self.valuesAreKeys = valuesAreKeys
         let vectors = self.blocks * self.blockSize * self.kvHeads
         poolBytes = vectors * self.headDim * dtype.bytesPerElement
         scaleCount = dtype.hasScales ? vectors : 0
         rotatesForInt8 = dtype == .int8 && Hadamard.applies(to: self.headDim)
         // Zeroed pages from the kernel: a large pool costs memory only as blocks get written.
-        storage = [ZeroedPages(byteCount: poolBytes), ZeroedPages(byteCount: poolBytes),
-                   ZeroedPages(byteCount: scaleCount * 4), ZeroedPages(byteCount: scaleCount * 4)]
+        let pools = valuesAreKeys ? 1 : 2
+        let poolSize = poolBytes, scaleSize = scaleCount * 4
+        storage = (0 ..< pools).map { _ in ZeroedPages(byteCount: poolSize) }
+            + (0 ..< pools).map { _ in ZeroedPages(byteCount: scaleSize) }
         keys = storage[0].pointer
-        values = storage[1].pointer
-        keyScales = storage[2].pointer.assumingMemoryBound(to: Float.self)
-        valueScales = storage[3].pointer.assumingMemoryBound(to: Float.self)
+        values = storage[pools - 1].pointer
+        keyScales = storage[pools].pointer.assumingMemoryBound(to: Float.self)
+        valueScales = storage[2 * pools - 1].pointer.assumingMemoryBound(to: Float.self)
     }
 
-    /// Total bytes held: K + V pools and their scales.
-    public var bytes: Int { 2 * poolBytes + 2 * scaleCount * MemoryLayout<Float>.size }
+    /// Total bytes held: K (+ V) pools and their scales.
+    public var bytes: Int { (valuesAreKeys ? 1 : 2) * (poolBytes + scaleCount * MemoryLayout<Float>.size) }
 
-    /// Bytes one token occupies in one layer (K + V + scales); sizes the pool from a memory budget.
-    public static func bytesPerToken(kvHeads: Int, headDim: Int, dtype: KVCacheDType) -> Int {
+    /// Bytes one token occupies in one layer (K + V + scales, or K alone when values are keys);
+    /// sizes the pool from a memory budget.
+    public static func bytesPerToken(kvHeads: Int, headDim: Int, dtype: KVCacheDType, valuesAreKeys: Bool = false) -> Int {
         let scales = dtype.hasScales ? kvHeads * MemoryLayout<Float>.size : 0
-        return 2 * (kvHeads * headDim * dtype.bytesPerElement + scales)
+        return (valuesAreKeys ? 1 : 2) * (kvHeads * headDim * dtype.bytesPerElement + scales)
     }
 
     /// Index of the `(block, slot, head)` vector in `[blocks, blockSize, kvHeads]`.
@@ -94,7 +104,7 @@ public final class PagedKVLayer: @unchecked Sendable {
     }
 
     /// Stores one token for every kv head: `key, value: [kvHeads, headDim]`, converting (and for int8
-    /// quantizing) to `dtype`. Out-of-range addresses are ignored.
+    /// quantizing) to `dtype`; `value` is ignored when values are keys. Out-of-range addresses are ignored.
     public func write(key: UnsafePointer<Float>, value: UnsafePointer<Float>, block: Int, slot: Int) {
         guard contains(block: block, slot: slot) else { return }
         switch dtype {
@@ -121,10 +131,10 @@ public final class PagedKVLayer: @unchecked Sendable {
                     v = UnsafePointer(rotatedValue)
                 }
                 let kScale = E.encode(k, headDim, into: keys + offset)
-                let vScale = E.encode(v, headDim, into: values + offset)
-                if E.isScaled {
-                    keyScales[index] = kScale
-                    valueScales[index] = vScale
+                if E.isScaled { keyScales[index] = kScale }
+                if !valuesAreKeys {
+                    let vScale = E.encode(v, headDim, into: values + offset)
+                    if E.isScaled { valueScales[index] = vScale }
                 }
             }
         }

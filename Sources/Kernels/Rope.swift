@@ -51,6 +51,35 @@ public struct Rope: Sendable {
         }
     }
 
+    /// YaRN inverse frequencies (transformers' `_compute_yarn_parameters`): dimensions that rotate
+    /// more than `betaFast` times over the original context keep their frequency, those that rotate
+    /// fewer than `betaSlow` times are divided by `factor`, with a linear ramp between.
+    public static func yarnScaled(
+        base: Float, rotaryDim: Int, factor: Float, originalContext: Int, betaFast: Float, betaSlow: Float, truncate: Bool
+    ) -> [Float] {
+        let dim = Double(rotaryDim)
+        func correctionDim(_ rotations: Double) -> Double {
+            dim * log(Double(originalContext) / (rotations * 2 * Double.pi)) / (2 * log(Double(base)))
+        }
+        var low = correctionDim(Double(betaFast)), high = correctionDim(Double(betaSlow))
+        if truncate {
+            low = low.rounded(.down)
+            high = high.rounded(.up)
+        }
+        low = max(low, 0)
+        high = min(high, dim - 1)
+        if low == high { high += 0.001 }
+        let lowF = Float(low), spanF = Float(high - low)
+        return (0 ..< rotaryDim / 2).map { i in
+            let positionFrequency = powf(base, Float(2 * i) / Float(rotaryDim))
+            let extrapolation = 1 / positionFrequency
+            let interpolation = 1 / (factor * positionFrequency)
+            let ramp = min(max((Float(i) - lowF) / spanF, 0), 1)
+            let extrapolationFactor = 1 - ramp
+            return interpolation * (1 - extrapolationFactor) + extrapolation * extrapolationFactor
+        }
+    }
+
     /// Fills `cos`/`sin` (each `rotaryDim / 2`) for one position.
     @inline(__always)
     public func angles(position: Int, cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>) {

@@ -101,4 +101,32 @@ public enum Activation {
             out[i] = (g / (1 + expf(-g))) * up[i]
         }
     }
+
+    /// GeGLU with the tanh approximation of GELU (PyTorch `gelu(approximate="tanh")`, Gemma):
+    /// `out[i] = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) * up[i]`.
+    public static func geluTanhGated(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, _ n: Int) {
+        let c: Float = 0.7978845608028654
+        for i in 0 ..< n {
+            let g = gate[i]
+            out[i] = 0.5 * g * (1 + tanhf(c * (g + 0.044715 * g * g * g))) * up[i]
+        }
+    }
+
+    /// GPT-OSS's clamped SwiGLU: `g = min(gate, limit)`, `u = clamp(up, -limit, limit)`,
+    /// `out = (u + 1) * g * sigmoid(alpha * g)`.
+    public static func clampedSwiglu(
+        gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, _ n: Int,
+        limit: Float, alpha: Float
+    ) {
+        for i in 0 ..< n {
+            let g = min(gate[i], limit)
+            let u = max(-limit, min(up[i], limit))
+            out[i] = (u + 1) * (g / (1 + expf(-alpha * g)))
+        }
+    }
+
+    /// Soft-capping `x = cap * tanh(x / cap)` in place (Gemma's final logits).
+    public static func softCap(_ x: UnsafeMutablePointer<Float>, cap: Float, _ n: Int) {
+        for i in 0 ..< n { x[i] = cap * tanhf(x[i] / cap) }
+    }
 }

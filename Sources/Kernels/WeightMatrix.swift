@@ -151,7 +151,26 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 }
 
+extension WeightMatrix {
+    /// A float32 matrix from `values: [rows, cols]` (weights derived at load time, e.g. transposed).
+    public init(name: String, rows: Int, cols: Int, floats values: [Float]) throws {
+        let bytes = values.withUnsafeBytes { Array($0) }
+        try self.init(name: name, type: .f32, rows: rows, cols: cols, bytes: bytes)
+    }
+}
+
 extension TensorData {
+    /// Entry `index` of the outermost dimension (one expert of a stacked `[experts, rows, cols]`
+    /// tensor), or nil when out of range or not evenly divisible.
+    public func slice(_ index: Int) -> TensorData? {
+        guard shape.count >= 2, let outer = shape.first, outer > 0, index >= 0, index < outer,
+              bytes.count % outer == 0, let base = bytes.baseAddress
+        else { return nil }
+        let stride = bytes.count / outer
+        return TensorData(name: "\(name)[\(index)]", type: type, shape: Array(shape.dropFirst()),
+                          bytes: UnsafeRawBufferPointer(start: base + index * stride, count: stride), path: path, owner: owner)
+    }
+
     /// The tensor converted to float32 (for small tensors: norms, biases).
     public func floats() throws -> [Float] {
         guard type.isSupportedWeightType, let base = bytes.baseAddress else {

@@ -27,22 +27,19 @@ public enum ModelLoader {
             }
             let config = try ModelConfig(huggingFaceConfig: configPath)
             let source = try SafetensorsFolder(folder: path)
-            let model = try makeModel(config: config, names: WeightNames(scheme: .huggingFace, source: source), pool: pool)
+            let model = try makeModel(config: config, names: WeightNames(scheme: .huggingFace, source: source, config: config), pool: pool)
             let hasTokenizer = FileManager.default.fileExists(atPath: path + "/tokenizer.json")
             let tokenizer = hasTokenizer ? try Tokenizer.fromHuggingFace(folder: path) : nil
             return LoadedModel(model: model, tokenizer: tokenizer, path: path)
         }
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
-        let model = try makeModel(config: config, names: WeightNames(scheme: .gguf, source: file), pool: pool)
+        let model = try makeModel(config: config, names: WeightNames(scheme: .gguf, source: file, config: config), pool: pool)
         let tokenizer = try Tokenizer.fromGGUF(file)
         return LoadedModel(model: model, tokenizer: tokenizer, path: path)
     }
 
     static func makeModel(config: ModelConfig, names: WeightNames, pool: WorkerPool) throws -> any CausalLanguageModel {
-        switch config.family {
-        case .llama, .qwen2, .qwen3:
-            return try DecoderTransformer(config: config, names: names, pool: pool)
-        }
+        try DecoderTransformer(config: config, names: names, pool: pool)
     }
 }

@@ -49,32 +49,61 @@ public final class PagedKVCache: @unchecked Sendable {
     /// The manager's group of each layer.
     public let groupOfLayer: [Int]
 
-    /// Sizes the pool for `config` from `options.memoryBytes`; throws when not even one block fits.
+    /// Sizes the pools for `config` from `options.memoryBytes`; throws when not even one block fits.
+    /// Full-attention layers form one cache group; sliding-window layers another, whose blocks are
+    /// given back once they leave every query's window. The budget is split between the groups in
+    /// proportion to their layers.
     public init(config: ModelConfig, options: KVCacheOptions) throws {
         guard options.blockSize > 0, options.blockSize <= 1024 else {
             throw CacheConfigurationError("block size must be between 1 and 1024 tokens, got \(options.blockSize)")
         }
-        let perTokenPerLayer = PagedKVLayer.bytesPerToken(kvHeads: config.kvHeadCount, headDim: config.headDim, dtype: options.dtype)
-        let bytesPerBlock = perTokenPerLayer * options.blockSize * config.layerCount
-        let blockCount = options.memoryBytes / bytesPerBlock
-        guard blockCount >= 1 else {
-            throw CacheConfigurationError("KV cache memory of \(options.memoryBytes) bytes holds no block: one block of \(options.blockSize) tokens over \(config.layerCount) layers needs \(bytesPerBlock) bytes")
+        let layout = config.cacheLayout
+        let perTokenPerLayer = Self.bytesPerTokenPerLayer(config: config, dtype: options.dtype)
+        let slidingLayers = (0 ..< config.layerCount).filter { config.isSliding(layer: $0) }
+        let fullLayers = (0 ..< config.layerCount).filter { !config.isSliding(layer: $0) }
+        var specs: [CacheGroupSpec] = []
+        for (layers, window) in [(fullLayers, Int?.none), (slidingLayers, config.slidingWindow)] where !layers.isEmpty {
+            let bytesPerBlock = perTokenPerLayer * options.blockSize * layers.count
+            let share = options.memoryBytes / config.layerCount * layers.count + options.memoryBytes % config.layerCount * layers.count / config.layerCount
+            let blockCount = share / bytesPerBlock
+            guard blockCount >= 1 else {
+                throw CacheConfigurationError("KV cache memory of \(options.memoryBytes) bytes holds no block: one block of \(options.blockSize) tokens over \(config.layerCount) layers needs \(perTokenPerLayer * options.blockSize * config.layerCount) bytes")
+            }
+            specs.append(CacheGroupSpec(layers: layers, slidingWindow: window, blockCount: blockCount))
         }
-        let spec = CacheGroupSpec(layers: Array(0 ..< config.layerCount), blockCount: blockCount)
         do {
-            manager = try KVCacheManager(groups: [spec], blockSize: options.blockSize, enablePrefixCaching: options.prefixCaching)
+            manager = try KVCacheManager(groups: specs, blockSize: options.blockSize, enablePrefixCaching: options.prefixCaching)
         } catch {
             throw CacheConfigurationError("\(error)")
         }
-        layers = (0 ..< config.layerCount).map { _ in
-            PagedKVLayer(blocks: blockCount, blockSize: options.blockSize, kvHeads: config.kvHeadCount, headDim: config.headDim, dtype: options.dtype)
+        var groupOfLayer = Array(repeating: 0, count: config.layerCount)
+        var blocksOfLayer = Array(repeating: 0, count: config.layerCount)
+        for (g, spec) in specs.enumerated() {
+            for layer in spec.layers {
+                groupOfLayer[layer] = g
+                blocksOfLayer[layer] = spec.blockCount
+            }
         }
-        groupOfLayer = Array(repeating: 0, count: config.layerCount)
+        layers = (0 ..< config.layerCount).map {
+            PagedKVLayer(blocks: blocksOfLayer[$0], blockSize: options.blockSize, kvHeads: layout.kvHeads,
+                         headDim: layout.headDim, dtype: options.dtype, valuesAreKeys: layout.valuesAreKeys)
+        }
+        self.groupOfLayer = groupOfLayer
         self.options = options
     }
 
+    /// Bytes one token takes in one layer's storage (K and V, or MLA's single latent vector).
+    public static func bytesPerTokenPerLayer(config: ModelConfig, dtype: KVCacheDType) -> Int {
+        let layout = config.cacheLayout
+        return PagedKVLayer.bytesPerToken(kvHeads: layout.kvHeads, headDim: layout.headDim, dtype: dtype, valuesAreKeys: layout.valuesAreKeys)
+    }
+
     /// Tokens the pool can hold for one sequence.
-    public var tokenCapacity: Int { manager.groups.map { $0.pool.blockCount }.min().map { $0 * options.blockSize } ?? 0 }
+    /// Sliding-window groups do not limit it (they keep only the window's blocks).
+    public var tokenCapacity: Int {
+        let full = manager.groups.filter { $0.spec.slidingWindow == nil }
+        return full.map { $0.pool.blockCount * options.blockSize }.min() ?? Int.max / 2
+    }
 
     /// Bytes of K/V storage held.
     public var storageBytes: Int { layers.reduce(0) { $0 + $1.bytes } }

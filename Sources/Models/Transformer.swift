@@ -33,94 +33,88 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     var streamedWeightBytes: Int { get }
 }
 
-/// One decoder block's weights (attention + SwiGLU MLP, pre-norm).
-struct DecoderLayerWeights {
+/// A layer's attention: grouped-query attention over per-head K/V, or DeepSeek's latent attention.
+enum AttentionBlock {
+    case grouped(GroupedQueryAttention)
+    case latent(LatentAttention)
+
+    var weights: [WeightMatrix] {
+        switch self {
+        case .grouped(let a): a.weights
+        case .latent(let a): a.weights
+        }
+    }
+
+    var streamedBytes: Int {
+        switch self {
+        case .grouped(let a): a.weights.reduce(0) { $0 + $1.rows * $1.rowBytes }
+        case .latent(let a): a.streamedBytes
+        }
+    }
+}
+
+/// A layer's feed-forward block: a dense gated MLP or a mixture of experts.
+enum FeedForwardBlock {
+    case dense(GatedMLP)
+    case experts(MixtureOfExperts)
+
+    var streamedBytes: Int {
+        switch self {
+        case .dense(let m): m.weights.reduce(0) { $0 + $1.rows * $1.rowBytes }
+        case .experts(let m): m.streamedBytes
+        }
+    }
+
+    func forward(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, _ ctx: StepContext) {
+        switch self {
+        case .dense(let m): m.forward(input, tokens: ctx.tokens, into: output, ctx)
+        case .experts(let m): m.forward(input, into: output, ctx)
+        }
+    }
+}
+
+/// One decoder layer: pre-norm attention and feed-forward blocks with residuals, and (Gemma) norms
+/// on each block's output before it joins the residual stream.
+struct DecoderLayer {
     let attentionNorm: [Float]
-    let q, k, v, o: WeightMatrix
-    let qBias, kBias, vBias: [Float]?
-    /// Per-head RMSNorm weights on Q and K (Qwen3).
-    let qNorm, kNorm: [Float]?
-    let mlpNorm: [Float]
-    let gate, up, down: WeightMatrix
+    let attention: AttentionBlock
+    let postAttentionNorm: [Float]?
+    let feedForwardNorm: [Float]
+    let feedForward: FeedForwardBlock
+    let postFeedForwardNorm: [Float]?
 
-    init(_ names: WeightNames, layer i: Int, config c: ModelConfig) throws {
-        let qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
-        attentionNorm = try names.vector("attn_norm.weight", layer: i, count: c.hiddenSize)
-        q = try names.matrix("attn_q.weight", layer: i, rows: qDim, cols: c.hiddenSize)
-        k = try names.matrix("attn_k.weight", layer: i, rows: kvDim, cols: c.hiddenSize)
-        v = try names.matrix("attn_v.weight", layer: i, rows: kvDim, cols: c.hiddenSize)
-        o = try names.matrix("attn_output.weight", layer: i, rows: c.hiddenSize, cols: qDim)
-        if c.attentionBias {
-            qBias = try names.vector("attn_q.bias", layer: i, count: qDim)
-            kBias = try names.vector("attn_k.bias", layer: i, count: kvDim)
-            vBias = try names.vector("attn_v.bias", layer: i, count: kvDim)
+    init(_ names: WeightNames, layer i: Int, config c: ModelConfig, rope: Rope) throws {
+        let hidden = c.hiddenSize
+        attentionNorm = try names.norm("attn_norm.weight", layer: i, count: hidden)
+        if let mla = c.mla {
+            attention = .latent(try LatentAttention(names, layer: i, config: c, mla: mla, rope: rope))
         } else {
-            qBias = nil; kBias = nil; vBias = nil
+            attention = .grouped(try GroupedQueryAttention(names, layer: i, config: c, rope: rope))
         }
-        if c.qkNorm {
-            qNorm = try names.vector("attn_q_norm.weight", layer: i, count: c.headDim)
-            kNorm = try names.vector("attn_k_norm.weight", layer: i, count: c.headDim)
+        feedForwardNorm = try names.norm("ffn_norm.weight", layer: i, count: hidden)
+        if let moe = c.moe, !moe.denseLayers.contains(i) {
+            feedForward = .experts(try MixtureOfExperts(names, layer: i, config: c, moe: moe))
         } else {
-            qNorm = nil; kNorm = nil
+            feedForward = .dense(try GatedMLP(names, layer: i, hidden: hidden, intermediate: c.intermediateSize, activation: c.activation))
         }
-        mlpNorm = try names.vector("ffn_norm.weight", layer: i, count: c.hiddenSize)
-        gate = try names.matrix("ffn_gate.weight", layer: i, rows: c.intermediateSize, cols: c.hiddenSize)
-        up = try names.matrix("ffn_up.weight", layer: i, rows: c.intermediateSize, cols: c.hiddenSize)
-        down = try names.matrix("ffn_down.weight", layer: i, rows: c.hiddenSize, cols: c.intermediateSize)
+        if c.sandwichNorms {
+            postAttentionNorm = try names.norm("post_attention_norm.weight", layer: i, count: hidden)
+            postFeedForwardNorm = try names.norm("post_ffw_norm.weight", layer: i, count: hidden)
+        } else {
+            postAttentionNorm = nil
+            postFeedForwardNorm = nil
+        }
     }
 }
 
-/// Activation buffers for a forward pass, grown to the largest step seen and then reused,
-/// so steady-state decoding allocates nothing.
-final class ForwardWorkspace {
-    private(set) var tokenCapacity = 0
-    var hidden = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var normed = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var q = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var k = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var v = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var attention = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var gate = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var up = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var cos = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var sin = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-
-    func reserve(tokens: Int, config c: ModelConfig) {
-        guard tokens > tokenCapacity else { return }
-        let qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
-        func grow(_ p: inout UnsafeMutablePointer<Float>, _ perToken: Int) {
-            p.deallocate()
-            p = .allocate(capacity: max(1, tokens * perToken))
-        }
-        grow(&hidden, c.hiddenSize)
-        grow(&normed, max(c.hiddenSize, qDim))
-        grow(&q, qDim)
-        grow(&k, kvDim)
-        grow(&v, kvDim)
-        grow(&attention, qDim)
-        grow(&gate, c.intermediateSize)
-        grow(&up, c.intermediateSize)
-        grow(&cos, c.rotaryDim / 2)
-        grow(&sin, c.rotaryDim / 2)
-        tokenCapacity = tokens
-    }
-
-    deinit {
-        for p in [hidden, normed, q, k, v, attention, gate, up, cos, sin] { p.deallocate() }
-    }
-}
-
-/// The Llama-style decoder shared by the Llama, Qwen2 and Qwen3 families: embeddings,
-/// pre-norm blocks of GQA attention with RoPE and a SwiGLU MLP, final RMSNorm and the output head.
-/// `forward` may be called from several threads (e.g. two engines over one loaded model); calls
-/// take turns, since they share the activation workspace.
-public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable {
-    public let config: ModelConfig
+/// The decoder every family runs on: embeddings (optionally scaled), layers of attention and
+/// feed-forward blocks chosen by the config, final norm, output head (optionally soft-capped).
+final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable {
+    let config: ModelConfig
     let embedding: WeightMatrix
-    let layers: [DecoderLayerWeights]
+    let layers: [DecoderLayer]
     let outputNorm: [Float]
     let outputHead: WeightMatrix
-    let rope: Rope
     let pool: WorkerPool
     let workspace = ForwardWorkspace()
     /// Serializes `forward` calls over the shared workspace.
@@ -133,17 +127,17 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
         source = names.source
         self.pool = pool
         embedding = try names.matrix("token_embd.weight", rows: c.vocabSize, cols: c.hiddenSize)
-        layers = try (0 ..< c.layerCount).map { try DecoderLayerWeights(names, layer: $0, config: c) }
-        outputNorm = try names.vector("output_norm.weight", count: c.hiddenSize)
-        outputHead = c.tieEmbeddings ? embedding : try names.matrix("output.weight", rows: c.vocabSize, cols: c.hiddenSize)
         let factors = names.scheme == .gguf ? try names.optionalVector("rope_freqs.weight", count: c.rotaryDim / 2) : nil
-        rope = c.rope(frequencyFactors: factors)
+        let fullRope = c.rope(frequencyFactors: factors), slidingRope = c.slidingLayerRope(frequencyFactors: factors)
+        layers = try (0 ..< c.layerCount).map {
+            try DecoderLayer(names, layer: $0, config: c, rope: c.isSliding(layer: $0) ? slidingRope : fullRope)
+        }
+        outputNorm = try names.norm("output_norm.weight", count: c.hiddenSize)
+        outputHead = c.tieEmbeddings ? embedding : try names.matrix("output.weight", rows: c.vocabSize, cols: c.hiddenSize)
     }
 
     public var streamedWeightBytes: Int {
-        let perLayer = layers.reduce(0) { sum, l in
-            sum + [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].reduce(0) { $0 + $1.rows * $1.rowBytes }
-        }
+        let perLayer = layers.reduce(0) { $0 + $1.attention.streamedBytes + $1.feedForward.streamedBytes }
         return perLayer + outputHead.rows * outputHead.rowBytes + embedding.rowBytes
     }
 
@@ -164,57 +158,51 @@ public final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable 
         for row in batch.logitRows where row < 0 || row >= n {
             throw ModelError.malformedBatch("logit row \(row) outside 0..<\(n)")
         }
-        for attention in batch.attention {
-            try attention.validate(blockCount: cache.layers[0].blocks, blockSize: cache.options.blockSize)
+        for (group, attention) in batch.attention.enumerated() {
+            let spec = cache.manager.groups[group].spec
+            guard let first = spec.layers.first else { continue }
+            try attention.validate(blockCount: cache.layers[first].blocks, blockSize: cache.options.blockSize, slidingWindow: spec.slidingWindow)
         }
-        workspace.reserve(tokens: n, config: c)
         let w = workspace
-        let hidden = c.hiddenSize, qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
+        let hidden = c.hiddenSize
+        let ctx = StepContext(tokens: n, positions: batch.positions, workspace: w, pool: pool)
+        let residual = w.buffer(.hidden, n * hidden), normed = w.buffer(.normed, n * hidden)
+        let blockOutput = w.buffer(.blockOutput, n * hidden)
 
         for (t, id) in batch.tokens.enumerated() {
-            embedding.dequantizeRow(id, into: w.hidden + t * hidden)
+            embedding.dequantizeRow(id, into: residual + t * hidden)
         }
-        let options = AttentionOptions(scale: 1 / Float(c.headDim).squareRoot())
+        if let scale = c.embeddingScale { Vector.scale(residual, by: scale, n * hidden) }
         for (index, layer) in layers.enumerated() {
-            // Attention block.
-            Norm.rms(w.hidden, weight: layer.attentionNorm, eps: c.rmsNormEps, into: w.normed, rows: n, n: hidden)
-            MatMul.multiply(w.normed, tokens: n, fused: [(layer.q, w.q), (layer.k, w.k), (layer.v, w.v)], pool: pool)
-            for t in 0 ..< n {
-                let qRow = w.q + t * qDim, kRow = w.k + t * kvDim, vRow = w.v + t * kvDim
-                if let b = layer.qBias { Vector.add(b, into: qRow, qDim) }
-                if let b = layer.kBias { Vector.add(b, into: kRow, kvDim) }
-                if let b = layer.vBias { Vector.add(b, into: vRow, kvDim) }
-                if let qn = layer.qNorm, let kn = layer.kNorm {
-                    Norm.rms(qRow, weight: qn, eps: c.rmsNormEps, into: qRow, rows: c.headCount, n: c.headDim)
-                    Norm.rms(kRow, weight: kn, eps: c.rmsNormEps, into: kRow, rows: c.kvHeadCount, n: c.headDim)
-                }
-                rope.angles(position: batch.positions[t], cos: w.cos, sin: w.sin)
-                rope.apply(qRow, heads: c.headCount, headDim: c.headDim, cos: w.cos, sin: w.sin)
-                rope.apply(kRow, heads: c.kvHeadCount, headDim: c.headDim, cos: w.cos, sin: w.sin)
+            Norm.rms(residual, weight: layer.attentionNorm, eps: c.rmsNormEps, into: normed, rows: n, n: hidden)
+            let attentionBatch = batch.attention[cache.groupOfLayer[index]]
+            switch layer.attention {
+            case .grouped(let a): try a.forward(normed, into: blockOutput, batch: attentionBatch, layer: cache.layers[index], ctx)
+            case .latent(let a): try a.forward(normed, into: blockOutput, batch: attentionBatch, layer: cache.layers[index], ctx)
             }
-            try RaggedPagedAttention.forward(
-                q: w.q, newKeys: w.k, newValues: w.v, out: w.attention,
-                batch: batch.attention[cache.groupOfLayer[index]], layer: cache.layers[index],
-                qHeads: c.headCount, options: options, pool: pool)
-            MatMul.multiply(w.attention, tokens: n, by: layer.o, into: w.normed, pool: pool)
-            Vector.add(w.normed, into: w.hidden, n * hidden)
+            if let norm = layer.postAttentionNorm {
+                Norm.rms(blockOutput, weight: norm, eps: c.rmsNormEps, into: blockOutput, rows: n, n: hidden)
+            }
+            Vector.add(blockOutput, into: residual, n * hidden)
 
-            // MLP block.
-            Norm.rms(w.hidden, weight: layer.mlpNorm, eps: c.rmsNormEps, into: w.normed, rows: n, n: hidden)
-            MatMul.multiply(w.normed, tokens: n, fused: [(layer.gate, w.gate), (layer.up, w.up)], pool: pool)
-            Activation.swiglu(gate: w.gate, up: w.up, into: w.gate, n * c.intermediateSize)
-            MatMul.multiply(w.gate, tokens: n, by: layer.down, into: w.normed, pool: pool)
-            Vector.add(w.normed, into: w.hidden, n * hidden)
+            Norm.rms(residual, weight: layer.feedForwardNorm, eps: c.rmsNormEps, into: normed, rows: n, n: hidden)
+            layer.feedForward.forward(normed, into: blockOutput, ctx)
+            if let norm = layer.postFeedForwardNorm {
+                Norm.rms(blockOutput, weight: norm, eps: c.rmsNormEps, into: blockOutput, rows: n, n: hidden)
+            }
+            Vector.add(blockOutput, into: residual, n * hidden)
         }
 
         // Only the rows that need logits go through the final norm and the output head.
         let rows = batch.logitRows.count
         for (i, row) in batch.logitRows.enumerated() {
-            Norm.rms(w.hidden + row * hidden, weight: outputNorm, eps: c.rmsNormEps, into: w.normed + i * hidden, rows: 1, n: hidden)
+            Norm.rms(residual + row * hidden, weight: outputNorm, eps: c.rmsNormEps, into: normed + i * hidden, rows: 1, n: hidden)
         }
         var logits = [Float](repeating: 0, count: rows * c.vocabSize)
         logits.withUnsafeMutableBufferPointer { out in
-            MatMul.multiply(w.normed, tokens: rows, by: outputHead, into: out.baseAddress.unsafelyUnwrapped, pool: pool)
+            let base = out.baseAddress.unsafelyUnwrapped
+            MatMul.multiply(normed, tokens: rows, by: outputHead, into: base, pool: pool)
+            if let cap = c.finalSoftCap { Activation.softCap(base, cap: cap, rows * c.vocabSize) }
         }
         return logits
     }

@@ -58,7 +58,7 @@ struct BenchModel: ParsableCommand {
             streamedBytes = loaded.model.streamedWeightBytes
             let needed = (promptLengths + generatedCounts).max() ?? 1
             // As llama-bench sizes its context to the test, the default cache holds the longest test.
-            let perToken = PagedKVLayer.bytesPerToken(kvHeads: loaded.config.kvHeadCount, headDim: loaded.config.headDim, dtype: .fp32)
+            let perToken = PagedKVCache.bytesPerTokenPerLayer(config: loaded.config, dtype: .fp32)
             var cacheSettings = cacheOptions.resolved(defaultBytes: (needed + 2 * cacheOptions.blockSize) * perToken * loaded.config.layerCount)
             cacheSettings.prefixCaching = false  // every repetition computes its whole prompt
             let cache = try PagedKVCache(config: loaded.config, options: cacheSettings)

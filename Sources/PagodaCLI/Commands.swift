@@ -220,7 +220,7 @@ struct Score: ParsableCommand {
         var cacheConfig = cacheOptions.resolved()
         if cacheOptions.kvCacheMemory == nil {
             let blocks = (ids.count + cacheConfig.blockSize - 1) / cacheConfig.blockSize
-            let perToken = PagedKVLayer.bytesPerToken(kvHeads: loaded.config.kvHeadCount, headDim: loaded.config.headDim, dtype: cacheConfig.dtype)
+            let perToken = PagedKVCache.bytesPerTokenPerLayer(config: loaded.config, dtype: cacheConfig.dtype)
             cacheConfig.memoryBytes = blocks * cacheConfig.blockSize * perToken * loaded.config.layerCount
         }
         let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: cacheConfig))

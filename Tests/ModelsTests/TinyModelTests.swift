@@ -38,7 +38,7 @@ import TestSupport
             config: loaded.config, options: KVCacheOptions(memoryBytes: 64 << 20, blockSize: blockSize, prefixCaching: prefixCaching)))
     }
 
-    @Test(arguments: Fixtures.tinyDenseModels)
+    @Test(arguments: Fixtures.tinyModels)
     func logitsAndGreedyMatchTransformers(name: String) throws {
         let (loaded, prompts) = try Self.load(name)
         let vocab = loaded.config.vocabSize
@@ -65,7 +65,7 @@ import TestSupport
 
     /// The logits of each prompt are bitwise the same alone, batched with the others in one step,
     /// and with the prefill chunked into 1, 7 or 64 tokens, with any block size.
-    @Test(arguments: Fixtures.tinyDenseModels)
+    @Test(arguments: Fixtures.tinyModels)
     func batchAndChunkInvariance(name: String) throws {
         let (loaded, prompts) = try Self.load(name)
         let alone = try prompts.map { prompt -> [Float] in

@@ -13,6 +13,9 @@ public enum Fixtures {
 
     /// The names of the tiny random-weight models this project tests against.
     public static let tinyDenseModels = ["llama", "llama_rope_llama3", "qwen2", "qwen3"]
+    /// Tiny models of the other families: sliding windows, soft-caps, experts, latent attention, sinks.
+    public static let tinyFamilyModels = ["gemma2", "gemma3", "mixtral", "qwen3_moe", "deepseek_v3", "gpt_oss"]
+    public static let tinyModels = tinyDenseModels + tinyFamilyModels
 
     /// Parses a JSON fixture file.
     public static func json(_ relative: String) throws -> [String: Any] {

@@ -1,0 +1,183 @@
+import Foundation
+import Formats
+import Kernels
+
+/// Activation buffers for a forward pass, one per role, each grown to the largest step seen and
+/// then reused, so steady-state decoding allocates nothing. A slot's contents do not survive a
+/// request for a larger size; every user asks for the same size within one step.
+final class ForwardWorkspace {
+    enum Slot: Int, CaseIterable {
+        /// `[T, hidden]` residual stream, normed input, and a block's output.
+        case hidden, normed, blockOutput
+        /// Attention: projections, RoPE angles, attention output.
+        case q, k, v, attention, cos, sin
+        /// MLP / experts: `[T, intermediate]` gate and up, router logits, gathered rows.
+        case gate, up, routerLogits, expertInput, expertOutput, sharedOutput
+        /// Latent attention: compressed query, latent K/V, absorbed queries, per-head values.
+        case queryDown, latentKV, latentQuery, latentOutput
+    }
+
+    private var buffers: [UnsafeMutablePointer<Float>]
+    private var capacities: [Int]
+    private var integerBuffer = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+    private var integerCapacity = 1
+
+    init() {
+        buffers = Slot.allCases.map { _ in .allocate(capacity: 1) }
+        capacities = Array(repeating: 1, count: Slot.allCases.count)
+    }
+
+    /// `count` floats for `slot` (uninitialized after growth).
+    func buffer(_ slot: Slot, _ count: Int) -> UnsafeMutablePointer<Float> {
+        let i = slot.rawValue
+        if count > capacities[i] {
+            buffers[i].deallocate()
+            buffers[i] = .allocate(capacity: count)
+            capacities[i] = count
+        }
+        return buffers[i]
+    }
+
+    /// `count` integers of scratch (routing), uninitialized after growth.
+    func integers(_ count: Int) -> UnsafeMutablePointer<Int> {
+        if count > integerCapacity {
+            integerBuffer.deallocate()
+            integerBuffer = .allocate(capacity: count)
+            integerCapacity = count
+        }
+        return integerBuffer
+    }
+
+    deinit {
+        for b in buffers { b.deallocate() }
+        integerBuffer.deallocate()
+    }
+}
+
+/// What every block's forward gets: the step's tokens and positions, the workspace and the pool.
+struct StepContext {
+    let tokens: Int
+    let positions: [Int]
+    let workspace: ForwardWorkspace
+    let pool: WorkerPool
+}
+
+/// A gated MLP: `down(act(gate(x)) * up(x))`, with optional biases (GPT-OSS experts).
+struct GatedMLP {
+    let gate, up, down: WeightMatrix
+    let gateBias, upBias, downBias: [Float]?
+    let activation: GatedActivation
+
+    init(gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix, activation: GatedActivation,
+         gateBias: [Float]? = nil, upBias: [Float]? = nil, downBias: [Float]? = nil) {
+        self.gate = gate
+        self.up = up
+        self.down = down
+        self.activation = activation
+        self.gateBias = gateBias
+        self.upBias = upBias
+        self.downBias = downBias
+    }
+
+    /// The dense MLP of layer `i` (`ffn_gate/up/down`, or the shared experts with `suffix` `_shexp`).
+    init(_ names: WeightNames, layer i: Int, hidden: Int, intermediate: Int, activation: GatedActivation, suffix: String = "") throws {
+        self.init(
+            gate: try names.matrix("ffn_gate\(suffix).weight", layer: i, rows: intermediate, cols: hidden),
+            up: try names.matrix("ffn_up\(suffix).weight", layer: i, rows: intermediate, cols: hidden),
+            down: try names.matrix("ffn_down\(suffix).weight", layer: i, rows: hidden, cols: intermediate),
+            activation: activation)
+    }
+
+    var weights: [WeightMatrix] { [gate, up, down] }
+
+    /// `output[T, hidden] = mlp(input[T, hidden])` for `tokens` rows.
+    func forward(_ input: UnsafePointer<Float>, tokens n: Int, into output: UnsafeMutablePointer<Float>, _ ctx: StepContext) {
+        let width = gate.rows
+        let g = ctx.workspace.buffer(.gate, n * width), u = ctx.workspace.buffer(.up, n * width)
+        MatMul.multiply(input, tokens: n, fused: [(gate, g), (up, u)], pool: ctx.pool)
+        if let b = gateBias { for t in 0 ..< n { Vector.add(b, into: g + t * width, width) } }
+        if let b = upBias { for t in 0 ..< n { Vector.add(b, into: u + t * width, width) } }
+        switch activation {
+        case .silu: Activation.swiglu(gate: g, up: u, into: g, n * width)
+        case .geluTanh: Activation.geluTanhGated(gate: g, up: u, into: g, n * width)
+        case .clampedSwiglu(let limit, let alpha): Activation.clampedSwiglu(gate: g, up: u, into: g, n * width, limit: limit, alpha: alpha)
+        }
+        MatMul.multiply(g, tokens: n, by: down, into: output, pool: ctx.pool)
+        if let b = downBias { for t in 0 ..< n { Vector.add(b, into: output + t * down.rows, down.rows) } }
+    }
+}
+
+/// Multi-head attention with grouped K/V heads over the paged cache: optional Q/K/V/O biases,
+/// per-head qk-norm, RoPE, and the layer's kernel options (scale, sliding window, soft-cap, sinks).
+struct GroupedQueryAttention {
+    let q, k, v, o: WeightMatrix
+    let qBias, kBias, vBias, oBias: [Float]?
+    let qNorm, kNorm: [Float]?
+    let rope: Rope
+    let options: AttentionOptions
+    let heads, kvHeads, headDim: Int
+    let normEps: Float
+
+    init(_ names: WeightNames, layer i: Int, config c: ModelConfig, rope: Rope) throws {
+        let qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
+        q = try names.matrix("attn_q.weight", layer: i, rows: qDim, cols: c.hiddenSize)
+        k = try names.matrix("attn_k.weight", layer: i, rows: kvDim, cols: c.hiddenSize)
+        v = try names.matrix("attn_v.weight", layer: i, rows: kvDim, cols: c.hiddenSize)
+        o = try names.matrix("attn_output.weight", layer: i, rows: c.hiddenSize, cols: qDim)
+        if c.attentionBias {
+            qBias = try names.vector("attn_q.bias", layer: i, count: qDim)
+            kBias = try names.vector("attn_k.bias", layer: i, count: kvDim)
+            vBias = try names.vector("attn_v.bias", layer: i, count: kvDim)
+        } else {
+            qBias = nil; kBias = nil; vBias = nil
+        }
+        oBias = c.outputProjectionBias ? try names.vector("attn_output.bias", layer: i, count: c.hiddenSize) : nil
+        if c.qkNorm {
+            qNorm = try names.norm("attn_q_norm.weight", layer: i, count: c.headDim)
+            kNorm = try names.norm("attn_k_norm.weight", layer: i, count: c.headDim)
+        } else {
+            qNorm = nil; kNorm = nil
+        }
+        self.rope = rope
+        options = AttentionOptions(
+            scale: c.attentionScale ?? 1 / Float(c.headDim).squareRoot(),
+            slidingWindow: c.isSliding(layer: i) ? c.slidingWindow : nil,
+            logitSoftCap: c.attentionSoftCap,
+            sinks: c.attentionSinks ? try names.vector("attn_sinks.weight", layer: i, count: c.headCount) : nil)
+        heads = c.headCount
+        kvHeads = c.kvHeadCount
+        headDim = c.headDim
+        normEps = c.rmsNormEps
+    }
+
+    var weights: [WeightMatrix] { [q, k, v, o] }
+
+    /// `output[T, hidden]` = attention of `input[T, hidden]` (normed) over the cache layer.
+    func forward(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
+                 batch: RaggedBatch, layer: PagedKVLayer, _ ctx: StepContext) throws {
+        let n = ctx.tokens, w = ctx.workspace
+        let qDim = heads * headDim, kvDim = kvHeads * headDim
+        let qs = w.buffer(.q, n * qDim), ks = w.buffer(.k, n * kvDim), vs = w.buffer(.v, n * kvDim)
+        let cos = w.buffer(.cos, rope.rotaryDim / 2), sin = w.buffer(.sin, rope.rotaryDim / 2)
+        MatMul.multiply(input, tokens: n, fused: [(q, qs), (k, ks), (v, vs)], pool: ctx.pool)
+        for t in 0 ..< n {
+            let qRow = qs + t * qDim, kRow = ks + t * kvDim, vRow = vs + t * kvDim
+            if let b = qBias { Vector.add(b, into: qRow, qDim) }
+            if let b = kBias { Vector.add(b, into: kRow, kvDim) }
+            if let b = vBias { Vector.add(b, into: vRow, kvDim) }
+            if let qn = qNorm, let kn = kNorm {
+                Norm.rms(qRow, weight: qn, eps: normEps, into: qRow, rows: heads, n: headDim)
+                Norm.rms(kRow, weight: kn, eps: normEps, into: kRow, rows: kvHeads, n: headDim)
+            }
+            rope.angles(position: ctx.positions[t], cos: cos, sin: sin)
+            rope.apply(qRow, heads: heads, headDim: headDim, cos: cos, sin: sin)
+            rope.apply(kRow, heads: kvHeads, headDim: headDim, cos: cos, sin: sin)
+        }
+        let attention = w.buffer(.attention, n * qDim)
+        try RaggedPagedAttention.forward(
+            q: qs, newKeys: ks, newValues: vs, out: attention, batch: batch, layer: layer,
+            qHeads: heads, options: options, pool: ctx.pool)
+        MatMul.multiply(attention, tokens: n, by: o, into: output, pool: ctx.pool)
+        if let b = oBias { for t in 0 ..< n { Vector.add(b, into: output + t * o.rows, o.rows) } }
+    }
+}
