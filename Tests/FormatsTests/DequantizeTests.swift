@@ -347,6 +347,46 @@ private func expectBits(_ actual: [Float], _ expected: [Float], _ what: String) 
         expectBits(pieces, expected, "\(type) per block")
     }
 
+    // MARK: Hugging Face MXFP4 layout
+
+    /// One Hugging Face MXFP4 group whose element i has code i for i < 16 and 31 - i after: byte b
+    /// holds element 2b in its low nibble and 2b + 1 in its high nibble.
+    private static let huggingFaceCounting: [UInt8] = [0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE,
+                                                       0xEF, 0xCD, 0xAB, 0x89, 0x67, 0x45, 0x23, 0x01]
+
+    @Test func huggingFaceMXFP4ToGGML() throws {
+        // A 2 x 64 matrix, two groups per row. Row 0: the counting group at scale byte 128 (x 2),
+        // then all codes 7 (+6) at 120 (x 2^-7). Row 1: bytes 0xF9 (even elements code 9 = -0.5,
+        // odd elements code 15 = -6) at 127 (x 1), then all zero codes at scale byte 0.
+        let blocks = Self.huggingFaceCounting + [UInt8](repeating: 0x77, count: 16)
+            + [UInt8](repeating: 0xF9, count: 16) + [UInt8](repeating: 0, count: 16)
+        let scales: [UInt8] = [128, 120, 127, 0]
+        let ggml = try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 2, cols: 64)
+        #expect(ggml.count == 4 * 17)
+        // ggml byte j pairs element j (low nibble) with element j + 16 (high): codes j and 15 - j.
+        #expect(Array(ggml[0..<17]) == [128] + Self.nibbles)
+        #expect(Array(ggml[17..<34]) == [120] + [UInt8](repeating: 0x77, count: 16))
+        #expect(Array(ggml[34..<51]) == [127] + (0..<16).map { $0 % 2 == 0 ? 0x99 : 0xFF })
+        #expect(Array(ggml[51..<68]) == [UInt8](repeating: 0, count: 17))
+        // Values as transformers computes them: FP4[code] * 2^(scale - 127).
+        let fp4: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6]
+        let counting = (0..<32).map { fp4[$0 < 16 ? $0 : 31 - $0] * 2 }
+        let expected = counting + [Float](repeating: 6.0 / 128, count: 32)
+            + (0..<32).map { $0 % 2 == 0 ? -0.5 : -6 } + [Float](repeating: 0, count: 32)
+        expectBits(decode(.mxfp4, ggml, count: 128), expected, "converted Hugging Face MXFP4")
+    }
+
+    @Test func huggingFaceMXFP4Refusals() {
+        let blocks = [UInt8](repeating: 0, count: 32), scales = [UInt8](repeating: 127, count: 2)
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 2, cols: 48) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 1, cols: 32) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: [127], rows: 2, cols: 32) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: -2, cols: 32) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: Int.max, cols: 64) }
+        #expect((try? MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 2, cols: 32))?.count == 34)
+        #expect((try? MXFP4.ggmlBlocks(fromHuggingFaceBlocks: [], scales: [], rows: 0, cols: 32)) == [])
+    }
+
     // MARK: Refusals
 
     @Test func unsupportedTypesAndBadCountsWriteNothing() {
