@@ -5,9 +5,10 @@
 /// sit at arbitrary addresses: all multi-byte fields are read with `loadUnaligned`, little-endian
 /// (the byte order of GGUF and of every platform Pagoda runs on).
 ///
-/// Scale fields (`d`, `m`, `dmin`) are IEEE float16 and are widened to float32 exactly. All arithmetic
-/// is float32 in ggml's order: a product and a sum are rounded separately (`q * d + m`, never a fused
-/// multiply-add; Swift emits no `contract` flag, so LLVM does not fuse them).
+/// Scale fields (`d`, `m`, `dmin`) are IEEE float16 and are widened to float32 exactly (MXFP4's `e` is
+/// a power-of-two exponent byte, E8M0). All arithmetic is float32 in ggml's order: a product and a
+/// sum are rounded separately (`q * d + m`, never a fused multiply-add; Swift emits no `contract`
+/// flag, so LLVM does not fuse them).
 public enum Dequantize {
     /// Converts `count` elements of `type` that start at `source` into float32 at `destination`.
     ///
@@ -39,6 +40,7 @@ public enum Dequantize {
         case .q5_0: chunks(Q5_0Chunks.self, count, source, destination)
         case .q5_1: chunks(Q5_1Chunks.self, count, source, destination)
         case .q8_0: chunks(Q8_0Chunks.self, count, source, destination)
+        case .mxfp4: chunks(MXFP4Chunks.self, count, source, destination)
         case .q2_K: blocks(count / 256, 84, source, destination, 256, q2_K)
         case .q3_K: blocks(count / 256, 110, source, destination, 256, q3_K)
         case .q4_K: chunks(Q4_KChunks.self, count, source, destination)

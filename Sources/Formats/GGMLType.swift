@@ -21,12 +21,14 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case i64 = 27
     case f64 = 28
     case bf16 = 30
+    /// OCP microscaling FP4 (GPT-OSS expert weights): `block_mxfp4 { uint8_t e; uint8_t qs[16]; }`.
+    case mxfp4 = 39
 
     /// Elements per block (1 for plain types).
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16, .i8, .i16, .i32, .i64, .f64: return 1
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1: return 32
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1, .mxfp4: return 32
         case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_K: return 256
         }
     }
@@ -44,6 +46,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .q5_1: return 2 + 2 + 4 + 16
         case .q8_0: return 2 + 32
         case .q8_1: return 2 + 2 + 32
+        case .mxfp4: return 1 + 16
         case .q2_K: return 256 / 16 + 256 / 4 + 2 + 2
         case .q3_K: return 256 / 8 + 256 / 4 + 12 + 2
         case .q4_K: return 2 + 2 + 12 + 256 / 2
@@ -56,7 +59,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     /// Whether Pagoda can turn this type into float32 weights.
     public var isSupportedWeightType: Bool {
         switch self {
-        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return true
+        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .mxfp4: return true
         default: return false
         }
     }
@@ -73,6 +76,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .f32: "F32"
         case .f16: "F16"
         case .bf16: "BF16"
+        case .mxfp4: "MXFP4"
         case .q4_0: "Q4_0"
         case .q4_1: "Q4_1"
         case .q5_0: "Q5_0"

@@ -149,6 +149,34 @@ func fiveBitLanes(_ q: SIMD16<UInt8>, high: Bool, _ qh: UInt32, from first: Int,
     return r
 }
 
+/// ggml's `GGML_E8M0_TO_FP32_HALF`: half the E8M0 scale 2^(e - 127), i.e. 2^(e - 128), exactly.
+/// e = 0 and 1 give the float32 subnormals 2^-128 and 2^-127; e = 255 gives 2^127 (ggml has no NaN
+/// for it either).
+@inlinable @inline(__always)
+func e8m0Half(_ e: UInt8) -> Float {
+    let wide = UInt32(e)
+    return Float(bitPattern: wide < 2 ? UInt32(0x0020_0000) &<< wide : (wide &- 1) &<< 23)
+}
+
+/// The values of sixteen E2M1 (FP4) codes (one per byte, 0...15), doubled so that they are
+/// integers: ggml's `kvalues_mxfp4`, 0, 1, 2, 3, 4, 6, 8, 12 for codes 0...7 and the same negated
+/// for 8...15 (code 8 is +0, as in ggml's int8 table). Computed with whole-vector byte arithmetic
+/// instead of a per-lane table lookup, which LLVM leaves as sixteen scalar loads: with k = code & 7,
+/// the value is k for k < 4 and k + (0, 1, 2, 5)[k - 4] after, the extra being j + 2 * (j == 3) for
+/// j = k & 3; bit 3 of the code negates it.
+@inlinable @inline(__always)
+func fp4Lanes(_ q: SIMD16<UInt8>) -> SIMD16<Float> {
+    let k = q & 7, j = k & 3
+    let upper = 0 &- (k &>> 2)  // all ones for k >= 4
+    let extra = (j &+ (((j &>> 1) & j) &<< 1)) & upper
+    let magnitude = k &+ extra
+    let negative = 0 &- (q &>> 3)  // all ones for codes 8...15
+    let value = (magnitude ^ negative) &- negative
+    var r = SIMD16<Float>()
+    for i in 0..<16 { r[i] = Float(Int8(bitPattern: value[i])) }
+    return r
+}
+
 // MARK: - Float types
 
 /// F32 weights, 32 elements per "block".
@@ -277,6 +305,23 @@ public enum Q8_0Chunks: WeightChunkDecoder {
             high[i] = Float(b[i])
         }
         return WeightChunk(low, high, scale: d)
+    }
+}
+
+/// MXFP4 (OCP microscaling FP4; GPT-OSS experts), 17 bytes: `e: u8` (E8M0 exponent), `qs: [16] u8`
+/// (E2M1 codes, element j in the low nibble of byte j, element j + 16 in the high nibble).
+/// x = kvalues_mxfp4[code] * 2^(e - 128) (`fp4Lanes`, `e8m0Half`): ggml's doubled E2M1 values
+/// times half the block scale. Every product is exact (a 2-bit significand times a power of two),
+/// so `weights` and `fusedWeights` agree bit for bit; large exponents overflow to infinity, as in ggml.
+public enum MXFP4Chunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 17 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d = e8m0Half(block.load(as: UInt8.self))
+        let q = bytes16(block, 1)
+        return WeightChunk(fp4Lanes(q & 0x0F), fp4Lanes(q &>> 4), scale: d)
     }
 }
 

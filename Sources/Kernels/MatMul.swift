@@ -62,7 +62,7 @@ public enum MatMul {
     static func hasRegisterDecoder(_ type: GGMLType, cols: Int) -> Bool {
         switch type {
         case .f32, .f16, .bf16: cols % 32 == 0
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K: true
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K, .mxfp4: true
         default: false
         }
     }
@@ -108,6 +108,7 @@ private struct Product {
         case .q5_0: work(Q5_0Chunks.self, rows: rows)
         case .q5_1: work(Q5_1Chunks.self, rows: rows)
         case .q8_0: work(Q8_0Chunks.self, rows: rows)
+        case .mxfp4: work(MXFP4Chunks.self, rows: rows)
         case .q4_K: work(Q4_KChunks.self, rows: rows)
         case .q5_K: work(Q5_KChunks.self, rows: rows)
         case .q6_K: work(Q6_KChunks.self, rows: rows)

@@ -28,6 +28,19 @@ private struct Block {
     }
 }
 
+/// SplitMix64, for reproducible random blocks.
+private struct TestRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
 /// Dequantizes `bytes` as `count` elements of `type`, reading from an odd address so that the
 /// decoders' unaligned loads are exercised.
 private func decode(_ type: GGMLType, _ bytes: [UInt8], count: Int) -> [Float] {
@@ -106,6 +119,50 @@ private func expectBits(_ actual: [Float], _ expected: [Float], _ what: String) 
         let expected: [Float] = [256, 240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16,
                                  -0.0, -16, -32, -48, -64, -80, -96, -112, -128, -144, -160, -176, -192, -208, -224, -254]
         expectBits(decode(.q8_0, b.bytes, count: 32), expected, "Q8_0")
+    }
+
+    @Test func mxfp4HandBlock() {
+        // e = 128: half scale 2^0, so each code decodes to its doubled E2M1 value (ggml's kvalues_mxfp4).
+        // Code 8 is +0 (kvalues_mxfp4[8] is the integer 0).
+        var b = Block(17)
+        b.bytes[0] = 128
+        b.set(Self.nibbles, at: 1)
+        let expected: [Float] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
+                                 -12, -8, -6, -4, -3, -2, -1, 0, 12, 8, 6, 4, 3, 2, 1, 0]
+        expectBits(decode(.mxfp4, b.bytes, count: 32), expected, "MXFP4")
+        // e = 125: every value times 2^-3.
+        b.bytes[0] = 125
+        expectBits(decode(.mxfp4, b.bytes, count: 32), expected.map { $0 / 8 }, "MXFP4 e = 125")
+    }
+
+    /// Random MXFP4 blocks (every code in both nibbles of every block; exponents at the subnormal
+    /// and overflowing ends and in between) against a scalar decoder written from ggml's
+    /// definition: element j is `kvalues_mxfp4[low nibble of qs[j]]`, element j + 16 the high
+    /// nibble's value, each times 2^(e - 128) (`GGML_E8M0_TO_FP32_HALF`).
+    @Test func mxfp4MatchesScalarReference() {
+        let kvalues: [Int8] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12]
+        func reference(_ block: ArraySlice<UInt8>) -> [Float] {
+            let e = block[block.startIndex], qs = Array(block.dropFirst())
+            let scale = Float(sign: .plus, exponent: Int(e) - 128, significand: 1)
+            return (0..<32).map { i in
+                let code = i < 16 ? qs[i] & 0x0F : qs[i - 16] >> 4
+                return Float(kvalues[Int(code)]) * scale
+            }
+        }
+        var rng = TestRandom(seed: 39)
+        let exponents: [UInt8] = [0, 1, 2, 3, 64, 100, 120, 126, 127, 128, 129, 135, 160, 200, 253, 254, 255]
+        var raw: [UInt8] = []
+        for e in exponents {
+            let low = Array(0..<UInt8(16)).shuffled(using: &rng), high = Array(0..<UInt8(16)).shuffled(using: &rng)
+            raw += [e] + zip(low, high).map { $0 | $1 << 4 }
+        }
+        let expected = stride(from: 0, to: raw.count, by: 17).flatMap { reference(raw[$0..<$0 + 17]) }
+        #expect(expected.contains(.infinity) && expected.contains { $0 != 0 && $0.isSubnormal })
+        expectBits(decode(.mxfp4, raw, count: 32 * exponents.count), expected, "MXFP4 row")
+        for b in exponents.indices {
+            expectBits(decode(.mxfp4, Array(raw[17 * b..<17 * b + 17]), count: 32), Array(expected[32 * b..<32 * b + 32]),
+                       "MXFP4 block e = \(exponents[b])")
+        }
     }
 
     // MARK: K-quants: default value per sub-block plus probes at layout-sensitive positions
@@ -268,7 +325,7 @@ private func expectBits(_ actual: [Float], _ expected: [Float], _ what: String) 
         .deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/dequant")
 
-    @Test(arguments: [GGMLType.f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K])
+    @Test(arguments: [GGMLType.f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .mxfp4])
     func matchesGGUFPy(_ type: GGMLType) throws {
         let name = type.description.lowercased()
         let raw = [UInt8](try Data(contentsOf: Self.fixtures.appendingPathComponent("\(name).bin")))
@@ -288,6 +345,46 @@ private func expectBits(_ actual: [Float], _ expected: [Float], _ what: String) 
             pieces += decode(type, block, count: type.blockSize)
         }
         expectBits(pieces, expected, "\(type) per block")
+    }
+
+    // MARK: Hugging Face MXFP4 layout
+
+    /// One Hugging Face MXFP4 group whose element i has code i for i < 16 and 31 - i after: byte b
+    /// holds element 2b in its low nibble and 2b + 1 in its high nibble.
+    private static let huggingFaceCounting: [UInt8] = [0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE,
+                                                       0xEF, 0xCD, 0xAB, 0x89, 0x67, 0x45, 0x23, 0x01]
+
+    @Test func huggingFaceMXFP4ToGGML() throws {
+        // A 2 x 64 matrix, two groups per row. Row 0: the counting group at scale byte 128 (x 2),
+        // then all codes 7 (+6) at 120 (x 2^-7). Row 1: bytes 0xF9 (even elements code 9 = -0.5,
+        // odd elements code 15 = -6) at 127 (x 1), then all zero codes at scale byte 0.
+        let blocks = Self.huggingFaceCounting + [UInt8](repeating: 0x77, count: 16)
+            + [UInt8](repeating: 0xF9, count: 16) + [UInt8](repeating: 0, count: 16)
+        let scales: [UInt8] = [128, 120, 127, 0]
+        let ggml = try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 2, cols: 64)
+        #expect(ggml.count == 4 * 17)
+        // ggml byte j pairs element j (low nibble) with element j + 16 (high): codes j and 15 - j.
+        #expect(Array(ggml[0..<17]) == [128] + Self.nibbles)
+        #expect(Array(ggml[17..<34]) == [120] + [UInt8](repeating: 0x77, count: 16))
+        #expect(Array(ggml[34..<51]) == [127] + (0..<16).map { $0 % 2 == 0 ? 0x99 : 0xFF })
+        #expect(Array(ggml[51..<68]) == [UInt8](repeating: 0, count: 17))
+        // Values as transformers computes them: FP4[code] * 2^(scale - 127).
+        let fp4: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6]
+        let counting = (0..<32).map { fp4[$0 < 16 ? $0 : 31 - $0] * 2 }
+        let expected = counting + [Float](repeating: 6.0 / 128, count: 32)
+            + (0..<32).map { $0 % 2 == 0 ? -0.5 : -6 } + [Float](repeating: 0, count: 32)
+        expectBits(decode(.mxfp4, ggml, count: 128), expected, "converted Hugging Face MXFP4")
+    }
+
+    @Test func huggingFaceMXFP4Refusals() {
+        let blocks = [UInt8](repeating: 0, count: 32), scales = [UInt8](repeating: 127, count: 2)
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 2, cols: 48) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 1, cols: 32) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: [127], rows: 2, cols: 32) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: -2, cols: 32) }
+        #expect(throws: FormatError.self) { try MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: Int.max, cols: 64) }
+        #expect((try? MXFP4.ggmlBlocks(fromHuggingFaceBlocks: blocks, scales: scales, rows: 2, cols: 32))?.count == 34)
+        #expect((try? MXFP4.ggmlBlocks(fromHuggingFaceBlocks: [], scales: [], rows: 0, cols: 32)) == [])
     }
 
     // MARK: Refusals

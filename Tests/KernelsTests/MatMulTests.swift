@@ -34,6 +34,10 @@ func randomWeightBytes(_ type: GGMLType, rows: Int, cols: Int, rng: inout Seeded
     case .q6_K: scaleOffsets = [208]
     case .q2_K: scaleOffsets = [80, 82]
     case .q3_K: scaleOffsets = [108]
+    case .mxfp4:
+        // E8M0 exponent byte: half scales 2^-12 ... 2^-4 (weights up to 12 * 2^-4).
+        for block in stride(from: 0, to: bytes.count, by: 17) { bytes[block] = UInt8.random(in: 116 ... 124, using: &rng) }
+        return bytes
     default: return bytes
     }
     let blockBytes = type.bytesPerBlock
@@ -44,7 +48,7 @@ func randomWeightBytes(_ type: GGMLType, rows: Int, cols: Int, rng: inout Seeded
 }
 
 @Suite struct MatMulTests {
-    static let types: [GGMLType] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+    static let types: [GGMLType] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .mxfp4]
 
     /// Every kernel path (8- and 4-token tiles, 4-row and single-row decode) against a float64
     /// product of the dequantized weights, with rows that are not a multiple of four.

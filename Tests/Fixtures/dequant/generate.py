@@ -62,3 +62,14 @@ write("f16", bits.view(np.uint8), dequantize(bits.view(np.uint8), T.F16).view(np
 bits = rng.integers(0, 0x10000, size=256, dtype=np.uint16)
 bits = np.concatenate([np.array([0x0000, 0x8000, 0x0001, 0x7F80, 0xFF80, 0x7FC0, 0x3F80], dtype=np.uint16), bits])
 write("bf16", bits.view(np.uint8), dequantize(bits.view(np.uint8), T.BF16))
+
+# MXFP4: random codes, with the E8M0 exponent byte (offset 0) drawn from the extremes (0 and 1 give
+# subnormal scales, 254 and 255 overflow to infinity for the larger codes) and moderate values.
+# Appended last so the draws above, and their fixtures, stay as they were.
+block_size, type_size = GGML_QUANT_SIZES[T.MXFP4]
+exponents = np.array([0, 1, 2, 127, 128, 254, 255] + list(rng.integers(100, 140, size=9)), dtype=np.uint8)
+raw = rng.integers(0, 256, size=(len(exponents), type_size), dtype=np.uint8)
+raw[:, 0] = exponents
+with np.errstate(over="ignore"):
+    expected = dequantize(raw.reshape(-1), T.MXFP4)
+write("mxfp4", raw.reshape(-1), expected)
