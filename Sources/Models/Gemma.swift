@@ -14,6 +14,31 @@ enum Gemma {
         "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
     ]
 
+    /// Gemma's turn format (`<start_of_turn>user` / `model`, each turn closed by `<end_of_turn>`; a
+    /// system message is folded into the first user turn), for GGUF files that ship no template.
+    static let chatTemplate = """
+        {{ bos_token }}
+        {%- if messages[0]['role'] == 'system' -%}
+            {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}
+            {%- set loop_messages = messages[1:] -%}
+        {%- else -%}
+            {%- set first_user_prefix = "" -%}
+            {%- set loop_messages = messages -%}
+        {%- endif -%}
+        {%- for message in loop_messages -%}
+            {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+                {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+            {%- endif -%}
+            {%- set role = "model" if message['role'] == 'assistant' else message['role'] -%}
+            {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else "") }}
+            {{- message['content'] | trim }}
+            {{- '<end_of_turn>\\n' }}
+        {%- endfor -%}
+        {%- if add_generation_prompt -%}
+            {{ '<start_of_turn>model\\n' }}
+        {%- endif -%}
+        """
+
     /// Every Gemma: sandwich norms, GeGLU, scaled embeddings, tied output head.
     static func configureCommon(_ c: inout ModelConfig) {
         c.sandwichNorms = true

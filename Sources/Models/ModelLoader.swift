@@ -35,7 +35,7 @@ public enum ModelLoader {
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
         let model = try makeModel(config: config, names: WeightNames(scheme: .gguf, source: file, config: config), pool: pool)
-        let tokenizer = try Tokenizer.fromGGUF(file)
+        let tokenizer = try Tokenizer.fromGGUF(file, fallbackChatTemplate: config.family.defaultChatTemplate)
         return LoadedModel(model: model, tokenizer: tokenizer, path: path)
     }
 

