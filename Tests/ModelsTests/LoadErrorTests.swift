@@ -42,7 +42,7 @@ import TestSupport
     @Test func unsupportedGGUFArchitectureListsSupported() throws {
         let path = try Self.llamaMetadata(architecture: "rwkv6").write()
         let error = #expect(throws: FormatError.self) { try ModelLoader.load(path: path) }
-        #expect(error?.description == "\(path): unsupported architecture 'rwkv6' (supported: llama, mistral, qwen2, qwen3)")
+        #expect(error?.description == "\(path): unsupported architecture 'rwkv6' (supported: deepseek2, gemma2, gemma3, gpt-oss, llama, mistral, qwen2, qwen3, qwen3moe)")
     }
 
     @Test func unsupportedHuggingFaceArchitecture() throws {
