@@ -6,7 +6,11 @@ For each SmolLM2 fixture prompt plus its first 16 greedy tokens, runs `pagoda sc
 position. Prints max and mean absolute error per type. Usage:
 
     swift build -c release --product pagoda
-    python3 Benchmarks/kv-cache-error.py [f16 bf16 int8]
+    python3 Benchmarks/kv-cache-error.py [f16 bf16 int8 int8:0 int8:16 ...]
+
+`int8:N` sets `--kv-int8-recent N` (each query's N most recent keys read from float32; int8 alone
+uses the default, 64). Also prints, per type, the prompts whose 16 greedy tokens (teacher-forced
+along the reference continuation) differ from the reference.
 """
 import json
 import os
@@ -18,9 +22,11 @@ PAGODA = os.path.join(ROOT, ".build", "release", "pagoda")
 REFERENCE = os.path.join(ROOT, "Tests", "Fixtures", "smollm2-135m", "reference.json")
 
 
-def score(ids, dtype):
+def score(ids, spec):
+    dtype, _, recent = spec.partition(":")
+    extra = ["--kv-int8-recent", recent] if recent else []
     out = subprocess.run(
-        [PAGODA, "score", "--tokens", ",".join(map(str, ids)), "--top", "50", "--json", "--kv-cache-dtype", dtype],
+        [PAGODA, "score", "--tokens", ",".join(map(str, ids)), "--top", "50", "--json", "--kv-cache-dtype", dtype] + extra,
         capture_output=True, text=True, check=True).stdout
     return json.loads(out)["positions"]
 
@@ -31,13 +37,20 @@ def main():
     exact = {p["name"]: score(p["ids"] + p["greedy"]["ids"][:16], "fp32") for p in prompts}
     for dtype in dtypes:
         errors = []
+        flipped = []
         for p in prompts:
             lossy = score(p["ids"] + p["greedy"]["ids"][:16], dtype)
+            n = len(p["ids"])
+            steps = [lossy[n - 1 + i]["argmax"] for i in range(16)]
+            if steps != p["greedy"]["ids"][:16]:
+                first = next(i for i, (a, b) in enumerate(zip(steps, p["greedy"]["ids"])) if a != b)
+                flipped.append(f"{p['name']}@{first}")
             for a, b in zip(exact[p["name"]], lossy):
                 da, db = dict(a["top"]), dict(b["top"])
                 common = [k for k in da if k in db][:10]
                 errors.append(max(abs(da[k] - db[k]) for k in common))
-        print(f"{dtype:5s} max abs logit error {max(errors):.4f}  mean {sum(errors) / len(errors):.4f}  ({len(errors)} positions)")
+        print(f"{dtype:8s} max abs logit error {max(errors):.4f}  mean {sum(errors) / len(errors):.4f}  "
+              f"({len(errors)} positions)  greedy differs: {', '.join(flipped) or 'none'}")
 
 
 if __name__ == "__main__":

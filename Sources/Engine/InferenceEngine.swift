@@ -193,7 +193,10 @@ public final class InferenceEngine: @unchecked Sendable {
     public init(model loaded: LoadedModel, options: EngineOptions = EngineOptions()) throws {
         self.loaded = loaded
         self.options = options
-        runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: options.cache))
+        var cacheOptions = options.cache
+        cacheOptions.maxSequences = options.scheduler.maxNumSeqs
+        cacheOptions.maxStepTokens = options.scheduler.maxNumBatchedTokens
+        runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: cacheOptions))
         scheduler = Scheduler(runner: runner, options: options.scheduler)
         let thread = Thread { [weak self] in self?.loop() }
         thread.name = "pagoda-engine"

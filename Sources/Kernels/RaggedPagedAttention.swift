@@ -114,12 +114,17 @@ public struct AttentionOptions: Sendable {
     /// `[qHeads]` learned per-head logits that join only the softmax denominator (GPT-OSS):
     /// `p_j = exp(s_j - m) / (exp(sink - m) + sum_k exp(s_k - m))`.
     public var sinks: [Float]?
+    /// Query at position `i` sees only keys `j <= i - excludeRecentKeys`: the older part of an
+    /// attention split between two caches (int8 storage for old keys, float32 for the recent
+    /// ones), merged with `RaggedPagedAttention.merge` using each part's `statistics`.
+    public var excludeRecentKeys: Int
 
-    public init(scale: Float, slidingWindow: Int? = nil, logitSoftCap: Float? = nil, sinks: [Float]? = nil) {
+    public init(scale: Float, slidingWindow: Int? = nil, logitSoftCap: Float? = nil, sinks: [Float]? = nil, excludeRecentKeys: Int = 0) {
         self.scale = scale
         self.slidingWindow = slidingWindow
         self.logitSoftCap = logitSoftCap
         self.sinks = sinks
+        self.excludeRecentKeys = excludeRecentKeys
     }
 }
 
@@ -145,12 +150,14 @@ public enum RaggedPagedAttention {
     /// context (earlier chunks and cached prefix included).
     /// Shapes: `q, out: [T, qHeads, headDim]`, `newKeys, newValues: [T, kvHeads, headDim]`, with
     /// `qHeads` a multiple of `layer.kvHeads`. Validates the batch and options first and throws, having
-    /// written nothing, if they are inconsistent with each other or with the layer.
+    /// written nothing, if they are inconsistent with each other or with the layer. With `statistics`
+    /// (`[T, qHeads, 2]`) each (row, head)'s softmax maximum and denominator are written too, for
+    /// `merge`; a row that sees no key gets zeros and denominator 0.
     public static func forward(
         q: UnsafePointer<Float>, newKeys: UnsafePointer<Float>, newValues: UnsafePointer<Float>,
         out: UnsafeMutablePointer<Float>,
         batch: RaggedBatch, layer: PagedKVLayer, qHeads: Int, options: AttentionOptions,
-        pool: WorkerPool
+        statistics: UnsafeMutablePointer<Float>? = nil, pool: WorkerPool
     ) throws(AttentionError) {
         guard qHeads > 0, qHeads % layer.kvHeads == 0 else {
             throw .badShape("qHeads \(qHeads) is not a positive multiple of kvHeads \(layer.kvHeads)")
@@ -160,6 +167,7 @@ public enum RaggedPagedAttention {
         if let sinks = options.sinks, sinks.count != qHeads {
             throw .badOptions("\(sinks.count) sinks for \(qHeads) query heads")
         }
+        guard options.excludeRecentKeys >= 0 else { throw .badOptions("excludeRecentKeys \(options.excludeRecentKeys)") }
         try batch.validate(blockCount: layer.blocks, blockSize: layer.blockSize, slidingWindow: options.slidingWindow)
 
         writeNewTokens(newKeys: newKeys, newValues: newValues, batch: batch, layer: layer)
@@ -170,15 +178,34 @@ public enum RaggedPagedAttention {
             defer { rotatedQ.deallocate() }
             rotatedQ.update(from: q, count: count * layer.headDim)
             for v in 0 ..< count { Hadamard.rotate(rotatedQ + v * layer.headDim, layer.headDim) }
-            attend(Int8Element.self, q: rotatedQ, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
+            attend(Int8Element.self, q: rotatedQ, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, statistics: statistics, pool: pool)
             for v in 0 ..< count { Hadamard.rotate(out + v * layer.headDim, layer.headDim) }
             return
         }
         switch layer.dtype {
-        case .fp32: attend(FP32Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
-        case .f16: attend(F16Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
-        case .bf16: attend(BF16Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
-        case .int8: attend(Int8Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, pool: pool)
+        case .fp32: attend(FP32Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, statistics: statistics, pool: pool)
+        case .f16: attend(F16Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, statistics: statistics, pool: pool)
+        case .bf16: attend(BF16Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, statistics: statistics, pool: pool)
+        case .int8: attend(Int8Element.self, q: q, out: out, batch: batch, layer: layer, qHeads: qHeads, options: options, statistics: statistics, pool: pool)
+        }
+    }
+
+    /// Combines two attentions of the same query vectors over disjoint key sets into `out`, as one
+    /// softmax over the union: `out` and `other` are `[vectors, headDim]` outputs, each with its
+    /// `[vectors, 2]` statistics (maximum, denominator) from `forward`.
+    public static func merge(
+        _ out: UnsafeMutablePointer<Float>, statistics: UnsafePointer<Float>,
+        with other: UnsafePointer<Float>, otherStatistics: UnsafePointer<Float>, vectors: Int, headDim: Int
+    ) {
+        for v in 0 ..< vectors {
+            let m1 = statistics[2 * v], l1 = statistics[2 * v + 1]
+            let m2 = otherStatistics[2 * v], l2 = otherStatistics[2 * v + 1]
+            let m = max(m1, m2)
+            let w1 = l1 > 0 ? l1 * expf(m1 - m) : 0, w2 = l2 > 0 ? l2 * expf(m2 - m) : 0
+            let total = w1 + w2
+            let a = total > 0 ? w1 / total : 0, b = total > 0 ? w2 / total : 0
+            let o = out + v * headDim, p = other + v * headDim
+            for d in 0 ..< headDim { o[d] = a * o[d] + b * p[d] }
         }
     }
 
@@ -198,7 +225,8 @@ public enum RaggedPagedAttention {
     /// Runs the attention kernel for storage type `E` over the whole batch.
     static func attend<E: KVElement>(
         _: E.Type, q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-        batch: RaggedBatch, layer: PagedKVLayer, qHeads: Int, options: AttentionOptions, pool: WorkerPool
+        batch: RaggedBatch, layer: PagedKVLayer, qHeads: Int, options: AttentionOptions,
+        statistics: UnsafeMutablePointer<Float>?, pool: WorkerPool
     ) {
         batch.cuQueryLens.withUnsafeBufferPointer { cuQ in
         batch.seqLens.withUnsafeBufferPointer { seqLens in
@@ -209,7 +237,7 @@ public enum RaggedPagedAttention {
                 cuQ: cuQ.baseAddress.unsafelyUnwrapped, seqLens: seqLens.baseAddress.unsafelyUnwrapped,
                 tables: tables.baseAddress ?? UnsafePointer(bitPattern: 8).unsafelyUnwrapped,
                 maxBlocks: batch.maxBlocksPerSequence, sequences: batch.sequenceCount,
-                sinks: options.sinks == nil ? nil : sinks.baseAddress)
+                sinks: options.sinks == nil ? nil : sinks.baseAddress, statistics: statistics)
             kernel.run(pool: pool)
         }
         }
@@ -224,6 +252,8 @@ public enum RaggedPagedAttention {
 struct AttentionKernel<E: KVElement> {
     let q: UnsafePointer<Float>
     let out: UnsafeMutablePointer<Float>
+    /// `[T, qHeads, 2]` softmax maximum and denominator per (row, head), when asked for.
+    let statistics: UnsafeMutablePointer<Float>?
     let keys: UnsafeRawPointer
     let values: UnsafeRawPointer
     let keyScales: UnsafePointer<Float>
@@ -238,6 +268,8 @@ struct AttentionKernel<E: KVElement> {
     let scale: Float
     /// Sliding window in keys, 0 for none.
     let window: Int
+    /// Query at p sees keys up to p - exclude.
+    let exclude: Int
     /// Logit soft cap, 0 for none.
     let softCap: Float
     let rowTile: Int
@@ -250,9 +282,11 @@ struct AttentionKernel<E: KVElement> {
 
     init(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, layer: PagedKVLayer, qHeads: Int,
          options: AttentionOptions, cuQ: UnsafePointer<Int>, seqLens: UnsafePointer<Int>,
-         tables: UnsafePointer<Int32>, maxBlocks: Int, sequences: Int, sinks: UnsafePointer<Float>?) {
+         tables: UnsafePointer<Int32>, maxBlocks: Int, sequences: Int, sinks: UnsafePointer<Float>?,
+         statistics: UnsafeMutablePointer<Float>?) {
         self.q = q
         self.out = out
+        self.statistics = statistics
         keys = UnsafeRawPointer(layer.keys)
         values = UnsafeRawPointer(layer.values)
         keyScales = UnsafePointer(layer.keyScales)
@@ -270,6 +304,7 @@ struct AttentionKernel<E: KVElement> {
         blockSize = layer.blockSize
         scale = options.scale
         window = options.slidingWindow ?? 0
+        exclude = options.excludeRecentKeys
         softCap = options.logitSoftCap ?? 0
         stateStride = 16 + (layer.headDim + 15) / 16 * 16
         // Rows sharing each K/V tile: enough to reuse it, few enough that their states stay in cache.
@@ -283,6 +318,8 @@ struct AttentionKernel<E: KVElement> {
     @inline(__always) func firstPosition(_ s: Int) -> Int { seqLens[s] - (cuQ[s + 1] - cuQ[s]) }
     /// First key position visible from position `p`.
     @inline(__always) func lowestKey(_ p: Int) -> Int { window > 0 ? max(0, p - window + 1) : 0 }
+    /// Last key position visible from position `p` (below `lowestKey(p)` when it sees none).
+    @inline(__always) func highestKey(_ p: Int) -> Int { p - exclude }
 
     // MARK: Work units
 
@@ -302,7 +339,9 @@ struct AttentionKernel<E: KVElement> {
         let r0 = cuQ[c.seq] + c.tile * rowTile
         let r1 = min(r0 + rowTile, cuQ[c.seq + 1])
         let first = firstPosition(c.seq) - cuQ[c.seq]
-        return (r0, r1, lowestKey(first + r0) / Self.partitionKeys, (first + r1 - 1) / Self.partitionKeys)
+        let k0 = lowestKey(first + r0) / Self.partitionKeys
+        // A unit whose rows see no key still gets one (empty) partition.
+        return (r0, r1, k0, max(k0, highestKey(first + r1 - 1) / Self.partitionKeys))
     }
 
     /// Skips sequences without query rows; `c.seq == sequences` marks the end.
@@ -429,7 +468,7 @@ struct AttentionKernel<E: KVElement> {
         let first = firstPosition(s) - cuQ[s]
         for r in r0 ..< r1 {
             let p = first + r
-            guard lowestKey(p) / Self.partitionKeys <= k, k <= p / Self.partitionKeys else { continue }
+            guard highestKey(p) >= lowestKey(p), lowestKey(p) / Self.partitionKeys <= k, k <= highestKey(p) / Self.partitionKeys else { continue }
             for h in 0 ..< qHeads {
                 let i = (r - r0) * qHeads + h
                 let a = running + i * stateStride, b = partial + i * stateStride
@@ -452,9 +491,13 @@ struct AttentionKernel<E: KVElement> {
         for r in r0 ..< r1 {
             for h in 0 ..< qHeads {
                 let state = running + ((r - r0) * qHeads + h) * stateStride
-                let inverse = 1 / state[1]
+                let inverse = state[1] > 0 ? 1 / state[1] : 0
                 let o = out + (r * qHeads + h) * headDim
                 for d in 0 ..< headDim { o[d] = state[16 + d] * inverse }
+                if let statistics {
+                    statistics[2 * (r * qHeads + h)] = state[0]
+                    statistics[2 * (r * qHeads + h) + 1] = state[1]
+                }
             }
         }
     }
@@ -466,7 +509,7 @@ struct AttentionKernel<E: KVElement> {
         let partLast = partStart + Self.partitionKeys - 1
         let first = firstPosition(s) - cuQ[s]
         let keyLow = max(partStart, lowestKey(first + r0))
-        let keyHigh = min(partLast, first + r1 - 1)
+        let keyHigh = min(partLast, highestKey(first + r1 - 1))
         for i in 0 ..< (r1 - r0) * qHeads {
             let state = partial + i * stateStride
             state[0] = -.infinity
@@ -494,7 +537,7 @@ struct AttentionKernel<E: KVElement> {
                     for r in r0 ..< r1 {
                         let p = first + r
                         let jLo = max(lo, lowestKey(p)) - tileStart
-                        let jHi = min(hi, p) - tileStart
+                        let jHi = min(hi, highestKey(p)) - tileStart
                         if jLo > jHi { continue }
                         for h in 0 ..< group {
                             let qHead = g * group + h

@@ -168,7 +168,7 @@ struct LatentAttention {
     var streamedBytes: Int { weights.reduce(0) { $0 + $1.rows * $1.rowBytes } + (keyUp.count + valueUp.count) * 4 }
 
     func forward(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
-                 batch: RaggedBatch, layer: PagedKVLayer, _ ctx: StepContext) throws {
+                 cache: LayerCacheView, _ ctx: StepContext) throws {
         let n = ctx.tokens, w = ctx.workspace
         let nope = mla.noPositionDim, ropeDim = mla.ropeDim, latent = mla.latentRank
         let qkDim = nope + ropeDim, cacheDim = latent + ropeDim
@@ -207,9 +207,9 @@ struct LatentAttention {
             }
         }
         let attended = w.buffer(.attention, n * heads * cacheDim)
-        try RaggedPagedAttention.forward(
-            q: absorbed, newKeys: kv, newValues: kv, out: attended, batch: batch, layer: layer,
-            qHeads: heads, options: AttentionOptions(scale: mla.softmaxScale), pool: ctx.pool)
+        try cache.attend(q: absorbed, keys: kv, values: kv, out: attended, tokens: n, qHeads: heads,
+                         options: AttentionOptions(scale: mla.softmaxScale),
+                         scratch: w.attentionScratch(tokens: n, heads: heads, headDim: cacheDim), pool: ctx.pool)
         // Per head: value = W_UV[h] · attended latent.
         let values = w.buffer(.latentOutput, n * heads * mla.valueDim)
         valueUp.withUnsafeBufferPointer { valueUp in

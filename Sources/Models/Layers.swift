@@ -15,6 +15,8 @@ final class ForwardWorkspace {
         case gate, up, routerLogits, expertInput, expertOutput, sharedOutput
         /// Latent attention: compressed query, latent K/V, absorbed queries, per-head values.
         case queryDown, latentKV, latentQuery, latentOutput
+        /// The second attention output and statistics of an int8 cache's split attention.
+        case attentionScratch
     }
 
     private var buffers: [UnsafeMutablePointer<Float>]
@@ -36,6 +38,11 @@ final class ForwardWorkspace {
             capacities[i] = count
         }
         return buffers[i]
+    }
+
+    /// Scratch for `LayerCacheView.attend`: `[T, heads, headDim]` plus `4 * T * heads` floats.
+    func attentionScratch(tokens: Int, heads: Int, headDim: Int) -> UnsafeMutablePointer<Float> {
+        buffer(.attentionScratch, tokens * heads * (headDim + 4))
     }
 
     /// `count` integers of scratch (routing), uninitialized after growth.
@@ -154,7 +161,7 @@ struct GroupedQueryAttention {
 
     /// `output[T, hidden]` = attention of `input[T, hidden]` (normed) over the cache layer.
     func forward(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
-                 batch: RaggedBatch, layer: PagedKVLayer, _ ctx: StepContext) throws {
+                 cache: LayerCacheView, _ ctx: StepContext) throws {
         let n = ctx.tokens, w = ctx.workspace
         let qDim = heads * headDim, kvDim = kvHeads * headDim
         let qs = w.buffer(.q, n * qDim), ks = w.buffer(.k, n * kvDim), vs = w.buffer(.v, n * kvDim)
@@ -174,9 +181,8 @@ struct GroupedQueryAttention {
             rope.apply(kRow, heads: kvHeads, headDim: headDim, cos: cos, sin: sin)
         }
         let attention = w.buffer(.attention, n * qDim)
-        try RaggedPagedAttention.forward(
-            q: qs, newKeys: ks, newValues: vs, out: attention, batch: batch, layer: layer,
-            qHeads: heads, options: options, pool: ctx.pool)
+        try cache.attend(q: qs, keys: ks, values: vs, out: attention, tokens: n, qHeads: heads, options: options,
+                         scratch: w.attentionScratch(tokens: n, heads: heads, headDim: headDim), pool: ctx.pool)
         MatMul.multiply(attention, tokens: n, by: o, into: output, pool: ctx.pool)
         if let b = oBias { for t in 0 ..< n { Vector.add(b, into: output + t * o.rows, o.rows) } }
     }

@@ -13,12 +13,23 @@ public struct KVCacheOptions: Sendable, Equatable {
     public var dtype: KVCacheDType
     /// Reuse the K/V of full prompt blocks that earlier requests computed.
     public var prefixCaching: Bool
+    /// With int8, each query attends to its `int8RecentTokens` most recent keys in float32 (a
+    /// second, sliding-window copy of the cache, as KIVI keeps a full-precision residual) and to
+    /// older keys in int8. 0 keeps every key in int8 only.
+    public var int8RecentTokens: Int
+    /// Most sequences and tokens in one step: size the pool of recent float32 blocks.
+    public var maxSequences: Int
+    public var maxStepTokens: Int
 
-    public init(memoryBytes: Int = 512 << 20, blockSize: Int = 16, dtype: KVCacheDType = .fp32, prefixCaching: Bool = true) {
+    public init(memoryBytes: Int = 512 << 20, blockSize: Int = 16, dtype: KVCacheDType = .fp32, prefixCaching: Bool = true,
+                int8RecentTokens: Int = 64, maxSequences: Int = 64, maxStepTokens: Int = 512) {
         self.memoryBytes = memoryBytes
         self.blockSize = blockSize
         self.dtype = dtype
         self.prefixCaching = prefixCaching
+        self.int8RecentTokens = int8RecentTokens
+        self.maxSequences = maxSequences
+        self.maxStepTokens = maxStepTokens
     }
 
     /// Parses a byte count with an optional K/M/G suffix (`512M`, `2G`, `1048576`).
@@ -48,6 +59,11 @@ public final class PagedKVCache: @unchecked Sendable {
     public let options: KVCacheOptions
     /// The manager's group of each layer.
     public let groupOfLayer: [Int]
+    /// int8 with recent keys in float32: per layer, the float32 storage of the most recent
+    /// `recentTokens` keys, in the manager's group `recentGroup` (a sliding window of that size).
+    public let recentLayers: [PagedKVLayer]
+    public let recentGroup: Int?
+    public let recentTokens: Int
 
     /// Sizes the pools for `config` from `options.memoryBytes`; throws when not even one block fits.
     /// Full-attention layers form one cache group; sliding-window layers another, whose blocks are
@@ -59,18 +75,44 @@ public final class PagedKVCache: @unchecked Sendable {
         }
         let layout = config.cacheLayout
         let perTokenPerLayer = Self.bytesPerTokenPerLayer(config: config, dtype: options.dtype)
+        // int8's float32 copy of recent keys: enough blocks for every sequence's window plus a step.
+        let recent = options.dtype == .int8 ? max(0, options.int8RecentTokens) : 0
+        var recentBlocks = 0, mainBytes = options.memoryBytes
+        if recent > 0 {
+            recentBlocks = Self.recentBlockCount(options)
+            let recentBytes = recentBlocks * options.blockSize * config.layerCount * Self.bytesPerTokenPerLayer(config: config, dtype: .fp32)
+            guard recentBytes < options.memoryBytes else {
+                throw CacheConfigurationError("KV cache memory of \(options.memoryBytes) bytes cannot hold the float32 copy of the \(recent) most recent tokens of \(options.maxSequences) sequences (\(recentBytes) bytes); raise the memory or lower the recent-token window")
+            }
+            mainBytes -= recentBytes
+        }
         let slidingLayers = (0 ..< config.layerCount).filter { config.isSliding(layer: $0) }
         let fullLayers = (0 ..< config.layerCount).filter { !config.isSliding(layer: $0) }
         var specs: [CacheGroupSpec] = []
         for (layers, window) in [(fullLayers, Int?.none), (slidingLayers, config.slidingWindow)] where !layers.isEmpty {
             let bytesPerBlock = perTokenPerLayer * options.blockSize * layers.count
-            let share = options.memoryBytes / config.layerCount * layers.count + options.memoryBytes % config.layerCount * layers.count / config.layerCount
+            let share = mainBytes / config.layerCount * layers.count + mainBytes % config.layerCount * layers.count / config.layerCount
             let blockCount = share / bytesPerBlock
             guard blockCount >= 1 else {
                 throw CacheConfigurationError("KV cache memory of \(options.memoryBytes) bytes holds no block: one block of \(options.blockSize) tokens over \(config.layerCount) layers needs \(perTokenPerLayer * options.blockSize * config.layerCount) bytes")
             }
             specs.append(CacheGroupSpec(layers: layers, slidingWindow: window, blockCount: blockCount))
         }
+        var recentGroupIndex: Int?
+        if recent > 0 {
+            // A shadow group: its blocks hold float32 copies of every layer's recent keys, so it
+            // claims no layer of its own (each layer belongs to its int8 group).
+            specs.append(CacheGroupSpec(layers: [], slidingWindow: recent, blockCount: recentBlocks))
+            recentGroupIndex = specs.count - 1
+            recentLayers = (0 ..< config.layerCount).map { _ in
+                PagedKVLayer(blocks: recentBlocks, blockSize: options.blockSize, kvHeads: layout.kvHeads,
+                             headDim: layout.headDim, dtype: .fp32, valuesAreKeys: layout.valuesAreKeys)
+            }
+        } else {
+            recentLayers = []
+        }
+        recentGroup = recentGroupIndex
+        recentTokens = recent
         do {
             manager = try KVCacheManager(groups: specs, blockSize: options.blockSize, enablePrefixCaching: options.prefixCaching)
         } catch {
@@ -78,7 +120,7 @@ public final class PagedKVCache: @unchecked Sendable {
         }
         var groupOfLayer = Array(repeating: 0, count: config.layerCount)
         var blocksOfLayer = Array(repeating: 0, count: config.layerCount)
-        for (g, spec) in specs.enumerated() {
+        for (g, spec) in specs.enumerated() where g != recentGroupIndex {
             for layer in spec.layers {
                 groupOfLayer[layer] = g
                 blocksOfLayer[layer] = spec.blockCount
@@ -90,6 +132,31 @@ public final class PagedKVCache: @unchecked Sendable {
         }
         self.groupOfLayer = groupOfLayer
         self.options = options
+    }
+
+    /// Layer `index`'s storage and its part of the step: the attention call(s) of one layer.
+    public func layerView(_ index: Int, batches: [RaggedBatch]) -> LayerCacheView {
+        LayerCacheView(
+            storage: layers[index], batch: batches[groupOfLayer[index]],
+            recent: recentGroup.map { (recentLayers[index], batches[$0], recentTokens) })
+    }
+
+    /// The memory budget that holds exactly one sequence of `tokens` tokens with `options`
+    /// (block size, dtype, and with int8 the float32 copy of recent keys for
+    /// `options.maxSequences` sequences and steps of `options.maxStepTokens`).
+    public static func memoryToHold(tokens: Int, config: ModelConfig, options: KVCacheOptions) -> Int {
+        let blocks = (tokens + options.blockSize - 1) / options.blockSize
+        var bytes = blocks * options.blockSize * config.layerCount * bytesPerTokenPerLayer(config: config, dtype: options.dtype)
+        if options.dtype == .int8, options.int8RecentTokens > 0 {
+            bytes += recentBlockCount(options) * options.blockSize * config.layerCount * bytesPerTokenPerLayer(config: config, dtype: .fp32)
+        }
+        return bytes + config.layerCount  // rounding slack of the per-group split
+    }
+
+    /// Blocks of the float32 recent-key copy: each sequence's window plus the blocks one step adds.
+    static func recentBlockCount(_ options: KVCacheOptions) -> Int {
+        let perSequence = (options.int8RecentTokens + options.blockSize - 1) / options.blockSize + 2
+        return max(1, options.maxSequences) * perSequence + (max(1, options.maxStepTokens) + options.blockSize - 1) / options.blockSize
     }
 
     /// Bytes one token takes in one layer's storage (K and V, or MLA's single latent vector).
@@ -106,11 +173,49 @@ public final class PagedKVCache: @unchecked Sendable {
     }
 
     /// Bytes of K/V storage held.
-    public var storageBytes: Int { layers.reduce(0) { $0 + $1.bytes } }
+    public var storageBytes: Int { (layers + recentLayers).reduce(0) { $0 + $1.bytes } }
 }
 
 /// A KV cache that cannot be built as asked.
 public struct CacheConfigurationError: Error, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// One layer's paged K/V for one step: its storage and ragged batch, and with int8 the float32
+/// copy of the most recent keys.
+public struct LayerCacheView {
+    public let storage: PagedKVLayer
+    public let batch: RaggedBatch
+    public let recent: (storage: PagedKVLayer, batch: RaggedBatch, tokens: Int)?
+
+    /// Writes the step's K/V and attends (`RaggedPagedAttention.forward`); with a recent-key copy,
+    /// keys older than the window come from the int8 storage and the window's from float32, and the
+    /// two softmaxes are merged into one (sinks join the recent part's denominator only).
+    /// `scratch` provides `[T, qHeads, headDim]` plus `4 * T * qHeads` floats.
+    public func attend(
+        q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+        tokens: Int, qHeads: Int, options: AttentionOptions, scratch: UnsafeMutablePointer<Float>, pool: WorkerPool
+    ) throws {
+        guard let recent else {
+            try RaggedPagedAttention.forward(q: q, newKeys: keys, newValues: values, out: out, batch: batch, layer: storage,
+                                             qHeads: qHeads, options: options, pool: pool)
+            return
+        }
+        let vectors = tokens * qHeads
+        let recentOut = scratch, recentStatistics = scratch + vectors * storage.headDim
+        let olderStatistics = recentStatistics + 2 * vectors
+        var recentOptions = options
+        recentOptions.slidingWindow = min(options.slidingWindow ?? recent.tokens, recent.tokens)
+        try RaggedPagedAttention.forward(q: q, newKeys: keys, newValues: values, out: recentOut, batch: recent.batch,
+                                         layer: recent.storage, qHeads: qHeads, options: recentOptions,
+                                         statistics: recentStatistics, pool: pool)
+        var olderOptions = options
+        olderOptions.sinks = nil
+        olderOptions.excludeRecentKeys = recent.tokens
+        try RaggedPagedAttention.forward(q: q, newKeys: keys, newValues: values, out: out, batch: batch, layer: storage,
+                                         qHeads: qHeads, options: olderOptions, statistics: olderStatistics, pool: pool)
+        RaggedPagedAttention.merge(out, statistics: olderStatistics, with: recentOut, otherStatistics: recentStatistics,
+                                   vectors: vectors, headDim: storage.headDim)
+    }
 }

@@ -160,8 +160,9 @@ final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable {
         }
         for (group, attention) in batch.attention.enumerated() {
             let spec = cache.manager.groups[group].spec
-            guard let first = spec.layers.first else { continue }
-            try attention.validate(blockCount: cache.layers[first].blocks, blockSize: cache.options.blockSize, slidingWindow: spec.slidingWindow)
+            let storage = group == cache.recentGroup ? cache.recentLayers.first : spec.layers.first.map { cache.layers[$0] }
+            guard let storage else { continue }
+            try attention.validate(blockCount: storage.blocks, blockSize: cache.options.blockSize, slidingWindow: spec.slidingWindow)
         }
         let w = workspace
         let hidden = c.hiddenSize
@@ -175,10 +176,10 @@ final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable {
         if let scale = c.embeddingScale { Vector.scale(residual, by: scale, n * hidden) }
         for (index, layer) in layers.enumerated() {
             Norm.rms(residual, weight: layer.attentionNorm, eps: c.rmsNormEps, into: normed, rows: n, n: hidden)
-            let attentionBatch = batch.attention[cache.groupOfLayer[index]]
+            let view = cache.layerView(index, batches: batch.attention)
             switch layer.attention {
-            case .grouped(let a): try a.forward(normed, into: blockOutput, batch: attentionBatch, layer: cache.layers[index], ctx)
-            case .latent(let a): try a.forward(normed, into: blockOutput, batch: attentionBatch, layer: cache.layers[index], ctx)
+            case .grouped(let a): try a.forward(normed, into: blockOutput, cache: view, ctx)
+            case .latent(let a): try a.forward(normed, into: blockOutput, cache: view, ctx)
             }
             if let norm = layer.postAttentionNorm {
                 Norm.rms(blockOutput, weight: norm, eps: c.rmsNormEps, into: blockOutput, rows: n, n: hidden)

@@ -58,8 +58,12 @@ struct BenchModel: ParsableCommand {
             streamedBytes = loaded.model.streamedWeightBytes
             let needed = (promptLengths + generatedCounts).max() ?? 1
             // As llama-bench sizes its context to the test, the default cache holds the longest test.
-            let perToken = PagedKVCache.bytesPerTokenPerLayer(config: loaded.config, dtype: .fp32)
-            var cacheSettings = cacheOptions.resolved(defaultBytes: (needed + 2 * cacheOptions.blockSize) * perToken * loaded.config.layerCount)
+            var cacheSettings = cacheOptions.resolved()
+            cacheSettings.maxSequences = 1
+            cacheSettings.maxStepTokens = needed
+            if cacheOptions.kvCacheMemory == nil {
+                cacheSettings.memoryBytes = PagedKVCache.memoryToHold(tokens: needed + 2 * cacheOptions.blockSize, config: loaded.config, options: cacheSettings)
+            }
             cacheSettings.prefixCaching = false  // every repetition computes its whole prompt
             let cache = try PagedKVCache(config: loaded.config, options: cacheSettings)
             guard cache.tokenCapacity >= needed else {

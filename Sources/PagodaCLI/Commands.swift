@@ -218,10 +218,10 @@ struct Score: ParsableCommand {
     /// Without --kv-cache-memory the pool is sized to hold exactly this sequence.
     func scoreLogits(_ loaded: LoadedModel, ids: [Int]) throws -> [Float] {
         var cacheConfig = cacheOptions.resolved()
+        cacheConfig.maxSequences = 1
+        cacheConfig.maxStepTokens = prefillChunk ?? ids.count
         if cacheOptions.kvCacheMemory == nil {
-            let blocks = (ids.count + cacheConfig.blockSize - 1) / cacheConfig.blockSize
-            let perToken = PagedKVCache.bytesPerTokenPerLayer(config: loaded.config, dtype: cacheConfig.dtype)
-            cacheConfig.memoryBytes = blocks * cacheConfig.blockSize * perToken * loaded.config.layerCount
+            cacheConfig.memoryBytes = PagedKVCache.memoryToHold(tokens: ids.count, config: loaded.config, options: cacheConfig)
         }
         let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: cacheConfig))
         try runner.admit(SequenceID(0), prompt: ids)

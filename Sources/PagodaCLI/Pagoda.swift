@@ -51,11 +51,15 @@ struct CacheOptions: ParsableArguments {
     @Option(name: .customLong("kv-cache-dtype"), help: "KV cache storage: fp32 (exact), f16, bf16 or int8.")
     var kvCacheDType: String = "fp32"
 
+    @Option(name: .customLong("kv-int8-recent"), help: "With int8: each query's most recent N keys are read from a float32 copy (0: all int8).")
+    var int8RecentTokens: Int = 64
+
     func validate() throws {
         guard blockSize >= 1, blockSize <= 1024 else { throw ValidationError("--block-size must be between 1 and 1024, got \(blockSize)") }
         guard KVCacheDType(rawValue: kvCacheDType) != nil else {
             throw ValidationError("--kv-cache-dtype must be one of \(KVCacheDType.allCases.map(\.rawValue).joined(separator: ", ")), got '\(kvCacheDType)'")
         }
+        guard int8RecentTokens >= 0 else { throw ValidationError("--kv-int8-recent must be 0 or more, got \(int8RecentTokens)") }
         if let kvCacheMemory, KVCacheOptions.parseBytes(kvCacheMemory) == nil {
             throw ValidationError("--kv-cache-memory must be a byte count with an optional K, M or G suffix (e.g. 512M), got '\(kvCacheMemory)'")
         }
@@ -65,7 +69,7 @@ struct CacheOptions: ParsableArguments {
     func resolved(defaultBytes: Int = 512 << 20) -> KVCacheOptions {
         KVCacheOptions(
             memoryBytes: kvCacheMemory.flatMap(KVCacheOptions.parseBytes) ?? defaultBytes,
-            blockSize: blockSize, dtype: KVCacheDType(rawValue: kvCacheDType) ?? .fp32)
+            blockSize: blockSize, dtype: KVCacheDType(rawValue: kvCacheDType) ?? .fp32, int8RecentTokens: int8RecentTokens)
     }
 }
 

@@ -67,15 +67,32 @@ import TestSupport
         }
     }
 
-    /// int8 KV cache: the greedy continuation is unchanged for the first 16 tokens of every
-    /// fixture prompt whose 16 greedy margins all exceed 0.1 (plain_english, long, chat). int8 K/V
-    /// moves logits by ~0.08 on average (see BENCHMARKS.md), so the near-ties of `code` (margin
-    /// 0.010 at step 6) and `unicode` (0.024 at step 1) flip; the issue's bar of all six prompts
-    /// is not met yet.
+    /// int8 KV cache (with each query's 64 most recent keys read from a float32 copy, the default):
+    /// the greedy continuation of every fixture prompt is unchanged for its first 16 tokens, the
+    /// near-ties of `code` (margin 0.010 at step 6) and `unicode` (0.024 at step 1) included. The
+    /// 309-token `long` prompt reads most of its keys from int8.
     @Test func int8CacheKeepsGreedyOutput() throws {
         let loaded = try Self.loaded.get()
         let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(
-            config: loaded.config, options: KVCacheOptions(memoryBytes: 16 << 20, dtype: .int8)))
+            config: loaded.config, options: KVCacheOptions(memoryBytes: 64 << 20, dtype: .int8, maxSequences: 1)))
+        #expect(runner.cache.recentTokens == 64)
+        for (index, prompt) in try Self.prompts().enumerated() {
+            let ids = try #require(prompt["ids"] as? [Int])
+            let greedy = try #require(prompt["greedy"] as? [String: Any])
+            let expected = try #require(greedy["ids"] as? [Int])
+            let (_, produced) = try Self.run(ids, count: 16, runner: runner, id: SequenceID(index))
+            #expect(produced == Array(expected.prefix(16)), "\(prompt["name"] ?? "?"): int8 KV greedy")
+        }
+    }
+
+    /// All-int8 keys (no float32 window) still decode the prompts whose 16 greedy margins exceed
+    /// 0.1 unchanged. (Today the near-ties of `code` and `unicode` happen to survive too, but with
+    /// ten times the logit error of the default, see BENCHMARKS.md, that is luck, not a guarantee.)
+    @Test func int8CacheWithoutRecentWindow() throws {
+        let loaded = try Self.loaded.get()
+        let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(
+            config: loaded.config, options: KVCacheOptions(memoryBytes: 16 << 20, dtype: .int8, int8RecentTokens: 0)))
+        #expect(runner.cache.recentGroup == nil)
         for (index, prompt) in try Self.prompts().enumerated() {
             let ids = try #require(prompt["ids"] as? [Int])
             let greedy = try #require(prompt["greedy"] as? [String: Any])
