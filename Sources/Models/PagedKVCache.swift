@@ -155,7 +155,9 @@ public final class PagedKVCache: @unchecked Sendable {
 
     /// Blocks of the float32 recent-key copy: each sequence's window plus the blocks one step adds.
     static func recentBlockCount(_ options: KVCacheOptions) -> Int {
-        let perSequence = (options.int8RecentTokens + options.blockSize - 1) / options.blockSize + 2
+        // A window of R keys spans at most ceil(R / blockSize) + 1 blocks; a prefill chunk's extra
+        // keys are covered by the step term.
+        let perSequence = (options.int8RecentTokens + options.blockSize - 1) / options.blockSize + 1
         return max(1, options.maxSequences) * perSequence + (max(1, options.maxStepTokens) + options.blockSize - 1) / options.blockSize
     }
 
