@@ -207,20 +207,21 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     private static func readValue(_ reader: inout ByteReader, rawType: UInt32, key: String, depth: Int) throws -> GGUFValue {
-        let what = "value of metadata '\(key)'"
+        // Built only when an error needs it: arrays call this once per element (a whole vocabulary).
+        func what() -> String { "value of metadata '\(key)'" }
         switch rawType {
-        case 0: return .uint8(try reader.read(UInt8.self, what))
-        case 1: return .int8(try reader.read(Int8.self, what))
-        case 2: return .uint16(try reader.read(UInt16.self, what))
-        case 3: return .int16(try reader.read(Int16.self, what))
-        case 4: return .uint32(try reader.read(UInt32.self, what))
-        case 5: return .int32(try reader.read(Int32.self, what))
-        case 6: return .float32(try reader.readFloat(what))
+        case 0: return .uint8(try reader.read(UInt8.self, what()))
+        case 1: return .int8(try reader.read(Int8.self, what()))
+        case 2: return .uint16(try reader.read(UInt16.self, what()))
+        case 3: return .int16(try reader.read(Int16.self, what()))
+        case 4: return .uint32(try reader.read(UInt32.self, what()))
+        case 5: return .int32(try reader.read(Int32.self, what()))
+        case 6: return .float32(try reader.readFloat(what()))
         case 7:
-            let b = try reader.read(UInt8.self, what)
+            let b = try reader.read(UInt8.self, what())
             guard b <= 1 else { throw FormatError(reader.path, "metadata '\(key)': bool value \(b) is neither 0 nor 1") }
             return .bool(b == 1)
-        case 8: return .string(try readString(&reader, what))
+        case 8: return .string(try readString(&reader, what()))
         case 9:
             guard depth < 4 else { throw FormatError(reader.path, "metadata '\(key)': arrays nested too deeply") }
             let elementType = try reader.read(UInt32.self, "array type of metadata '\(key)'")
@@ -234,9 +235,9 @@ public final class GGUFFile: @unchecked Sendable {
                 values.append(try readValue(&reader, rawType: elementType, key: key, depth: depth + 1))
             }
             return .array(values)
-        case 10: return .uint64(try reader.read(UInt64.self, what))
-        case 11: return .int64(try reader.read(Int64.self, what))
-        case 12: return .float64(try reader.readDouble(what))
+        case 10: return .uint64(try reader.read(UInt64.self, what()))
+        case 11: return .int64(try reader.read(Int64.self, what()))
+        case 12: return .float64(try reader.readDouble(what()))
         default:
             throw FormatError(reader.path, "metadata '\(key)' has unknown value type \(rawType)")
         }

@@ -25,31 +25,34 @@ public enum MatMul {
         into output: UnsafeMutablePointer<Float>, outputStride: Int? = nil,
         pool: WorkerPool
     ) {
-        run(input, tokens: tokens, [Product(input: input, tokens: tokens, weight: weight, output: output, stride: outputStride ?? weight.rows)], pool: pool)
+        run(ProductList(Product(input: input, tokens: tokens, weight: weight, output: output, stride: outputStride ?? weight.rows)), pool: pool)
     }
 
-    /// Several products of the same input in one parallel region (e.g. Q, K and V, or gate and
+    /// Two or three products of the same input in one parallel region (Q, K and V, or gate and
     /// up), so a decode step pays one fork/join instead of one per matrix. Each output is
     /// `[tokens, weight.rows]`; all weights must have `cols` equal to the input's width.
     public static func multiply(
         _ input: UnsafePointer<Float>, tokens: Int,
-        fused products: [(weight: WeightMatrix, output: UnsafeMutablePointer<Float>)],
+        fused first: (weight: WeightMatrix, output: UnsafeMutablePointer<Float>),
+        _ second: (weight: WeightMatrix, output: UnsafeMutablePointer<Float>),
+        _ third: (weight: WeightMatrix, output: UnsafeMutablePointer<Float>)? = nil,
         pool: WorkerPool
     ) {
-        run(input, tokens: tokens, products.map {
-            Product(input: input, tokens: tokens, weight: $0.weight, output: $0.output, stride: $0.weight.rows)
-        }, pool: pool)
+        func product(_ p: (weight: WeightMatrix, output: UnsafeMutablePointer<Float>)) -> Product {
+            Product(input: input, tokens: tokens, weight: p.weight, output: p.output, stride: p.weight.rows)
+        }
+        run(ProductList(product(first), product(second), third.map(product)), pool: pool)
     }
 
     /// Splits the tiles of four rows of all products evenly between the threads.
-    private static func run(_ input: UnsafePointer<Float>, tokens: Int, _ products: [Product], pool: WorkerPool) {
-        let tileCounts = products.map { ($0.weight.rows + rowTile - 1) / rowTile }
-        let total = tileCounts.reduce(0, +)
+    private static func run(_ products: ProductList, pool: WorkerPool) {
         // Static contiguous ranges: each thread streams its own part of the weights (ranges taken
         // dynamically from a shared counter measured 15-20% slower for decode).
-        pool.parallelFor(total) { range, thread in
+        pool.parallelFor(products.totalTiles) { range, thread in
             var start = 0
-            for (product, count) in zip(products, tileCounts) {
+            for index in 0 ..< products.count {
+                let product = products[index]
+                let count = product.tiles
                 let lower = max(range.lowerBound - start, 0), upper = min(range.upperBound - start, count)
                 if lower < upper { product.work(tiles: lower ..< upper, thread: thread, pool: pool) }
                 start += count
@@ -78,6 +81,31 @@ public enum MatMul {
     }
 }
 
+/// One to three products of one parallel region, held inline (no heap allocation per call).
+private struct ProductList {
+    let first: Product
+    let second: Product?
+    let third: Product?
+    let count: Int
+
+    init(_ first: Product, _ second: Product? = nil, _ third: Product? = nil) {
+        self.first = first
+        self.second = second
+        self.third = third
+        count = third != nil ? 3 : second != nil ? 2 : 1
+    }
+
+    subscript(index: Int) -> Product {
+        switch index {
+        case 1: second.unsafelyUnwrapped
+        case 2: third.unsafelyUnwrapped
+        default: first
+        }
+    }
+
+    var totalTiles: Int { first.tiles + (second?.tiles ?? 0) + (third?.tiles ?? 0) }
+}
+
 /// One matrix product's operands; the kernels below are its methods.
 private struct Product {
     /// `[tokens, cols]`
@@ -95,6 +123,9 @@ private struct Product {
         self.output = output
         self.stride = stride
     }
+
+    /// Tiles of four rows.
+    var tiles: Int { (weight.rows + MatMul.rowTile - 1) / MatMul.rowTile }
 
     /// Computes the rows of tiles `tiles` (four rows each) for every token.
     func work(tiles: Range<Int>, thread: Int, pool: WorkerPool) {

@@ -101,7 +101,7 @@ struct GatedMLP {
     func forward(_ input: UnsafePointer<Float>, tokens n: Int, into output: UnsafeMutablePointer<Float>, _ ctx: StepContext) {
         let width = gate.rows
         let g = ctx.workspace.buffer(.gate, n * width), u = ctx.workspace.buffer(.up, n * width)
-        MatMul.multiply(input, tokens: n, fused: [(gate, g), (up, u)], pool: ctx.pool)
+        MatMul.multiply(input, tokens: n, fused: (gate, g), (up, u), pool: ctx.pool)
         if let b = gateBias { for t in 0 ..< n { Vector.add(b, into: g + t * width, width) } }
         if let b = upBias { for t in 0 ..< n { Vector.add(b, into: u + t * width, width) } }
         switch activation {
@@ -166,7 +166,7 @@ struct GroupedQueryAttention {
         let qDim = heads * headDim, kvDim = kvHeads * headDim
         let qs = w.buffer(.q, n * qDim), ks = w.buffer(.k, n * kvDim), vs = w.buffer(.v, n * kvDim)
         let cos = w.buffer(.cos, rope.rotaryDim / 2), sin = w.buffer(.sin, rope.rotaryDim / 2)
-        MatMul.multiply(input, tokens: n, fused: [(q, qs), (k, ks), (v, vs)], pool: ctx.pool)
+        MatMul.multiply(input, tokens: n, fused: (q, qs), (k, ks), (v, vs), pool: ctx.pool)
         for t in 0 ..< n {
             let qRow = qs + t * qDim, kRow = ks + t * kvDim, vRow = vs + t * kvDim
             if let b = qBias { Vector.add(b, into: qRow, qDim) }
