@@ -24,6 +24,8 @@ public struct StopStringMatcher: Sendable {
     /// before the earliest stop string (then `stopped` is true).
     public mutating func push(_ delta: String) -> (emit: String, stopped: Bool) {
         guard !stopped else { return ("", true) }
+        // Without stop strings nothing is held back: the text passes through untouched.
+        if stops.isEmpty { return (delta, false) }
         pending.append(contentsOf: delta.unicodeScalars)
         if let (start, stop) = earliestMatch() {
             stopped = true

@@ -386,58 +386,10 @@ struct AttentionKernel<E: KVElement> {
             && end.partialOffset <= RaggedPagedAttention.partialLimit
         let perThread = scratchPerThread
         let partialFloats = split ? end.partialOffset : 0
-        let published = Atomic<Int>(0)
-        let nextItem = Atomic<Int>(0), doneItems = Atomic<Int>(0), nextUnit = Atomic<Int>(0)
-        pool.run { t in
-            // Scratch is fetched inside the region: the pool's lock keeps other callers out meanwhile.
-            let running = pool.scratch(thread: t, count: perThread + (t == 0 ? partialFloats : 0))
-            let partial = running + rowTile * qHeads * stateStride
-            if split {
-                if t == 0 { published.store(Int(bitPattern: running + perThread), ordering: .releasing) }
-                var address = published.load(ordering: .acquiring)
-                while address == 0 { address = published.load(ordering: .acquiring) }
-                let partials = UnsafeMutablePointer<Float>(bitPattern: address).unsafelyUnwrapped
-                var c = start()
-                while true {
-                    let item = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
-                    if item >= items { break }
-                    while c.firstItem + partitionCount(c) <= item { advance(&c) }
-                    let d = describe(c)
-                    let index = item - c.firstItem
-                    let slot = partials + c.partialOffset + index * (d.r1 - d.r0) * qHeads * stateStride
-                    computePartition(seq: c.seq, rows: d.r0, d.r1, partition: d.k0 + index, into: slot)
-                    doneItems.wrappingAdd(1, ordering: .releasing)
-                }
-                while doneItems.load(ordering: .acquiring) < items {}
-                c = start()
-                while true {
-                    let unit = nextUnit.wrappingAdd(1, ordering: .relaxed).oldValue
-                    if unit >= units { break }
-                    while c.unit < unit { advance(&c) }
-                    let d = describe(c)
-                    let rows = d.r1 - d.r0
-                    begin(seq: c.seq, rows: d.r0, d.r1, running: running)
-                    for k in d.k0 ... d.k1 {
-                        let slot = partials + c.partialOffset + (k - d.k0) * rows * qHeads * stateStride
-                        merge(seq: c.seq, rows: d.r0, d.r1, partition: k, partial: slot, into: running)
-                    }
-                    finish(rows: d.r0, d.r1, running: running)
-                }
-            } else {
-                var c = start()
-                while true {
-                    let unit = nextUnit.wrappingAdd(1, ordering: .relaxed).oldValue
-                    if unit >= units { break }
-                    while c.unit < unit { advance(&c) }
-                    let d = describe(c)
-                    begin(seq: c.seq, rows: d.r0, d.r1, running: running)
-                    for k in d.k0 ... d.k1 {
-                        computePartition(seq: c.seq, rows: d.r0, d.r1, partition: k, into: partial)
-                        merge(seq: c.seq, rows: d.r0, d.r1, partition: k, partial: partial, into: running)
-                    }
-                    finish(rows: d.r0, d.r1, running: running)
-                }
-            }
+        let counters = AttentionCounters()
+        withUnsafePointer(to: counters) { counters in
+            pool.run(AttentionJob(kernel: self, counters: counters, pool: pool, split: split, perThread: perThread,
+                                  partialFloats: partialFloats, units: units, items: items))
         }
     }
 
@@ -678,4 +630,77 @@ func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
     var y = p * unsafeBitCast(exponent, to: SIMD16<Float>.self)
     y.replace(with: 0, where: tooSmall)
     return y
+}
+
+/// The shared counters of one attention parallel region (work claimed in order, partials published).
+struct AttentionCounters: ~Copyable {
+    let published = Atomic<Int>(0)
+    let nextItem = Atomic<Int>(0)
+    let doneItems = Atomic<Int>(0)
+    let nextUnit = Atomic<Int>(0)
+}
+
+/// One thread's part of `AttentionKernel.run`: claims units (or, split, partition items and then
+/// units) from the shared counters until none is left.
+struct AttentionJob<E: KVElement>: ParallelJob {
+    let kernel: AttentionKernel<E>
+    let counters: UnsafePointer<AttentionCounters>
+    let pool: WorkerPool
+    let split: Bool
+    let perThread: Int
+    let partialFloats: Int
+    let units: Int
+    let items: Int
+
+    func run(thread t: Int) {
+        // Scratch is fetched inside the region: the pool's lock keeps other callers out meanwhile.
+        let running = pool.scratch(thread: t, count: perThread + (t == 0 ? partialFloats : 0))
+        let partial = running + kernel.rowTile * kernel.qHeads * kernel.stateStride
+        if split {
+            if t == 0 { counters.pointee.published.store(Int(bitPattern: running + perThread), ordering: .releasing) }
+            var address = counters.pointee.published.load(ordering: .acquiring)
+            while address == 0 { address = counters.pointee.published.load(ordering: .acquiring) }
+            let partials = UnsafeMutablePointer<Float>(bitPattern: address).unsafelyUnwrapped
+            var c = kernel.start()
+            while true {
+                let item = counters.pointee.nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+                if item >= items { break }
+                while c.firstItem + kernel.partitionCount(c) <= item { kernel.advance(&c) }
+                let d = kernel.describe(c)
+                let index = item - c.firstItem
+                let slot = partials + c.partialOffset + index * (d.r1 - d.r0) * kernel.qHeads * kernel.stateStride
+                kernel.computePartition(seq: c.seq, rows: d.r0, d.r1, partition: d.k0 + index, into: slot)
+                counters.pointee.doneItems.wrappingAdd(1, ordering: .releasing)
+            }
+            while counters.pointee.doneItems.load(ordering: .acquiring) < items {}
+            c = kernel.start()
+            while true {
+                let unit = counters.pointee.nextUnit.wrappingAdd(1, ordering: .relaxed).oldValue
+                if unit >= units { break }
+                while c.unit < unit { kernel.advance(&c) }
+                let d = kernel.describe(c)
+                let rows = d.r1 - d.r0
+                kernel.begin(seq: c.seq, rows: d.r0, d.r1, running: running)
+                for k in d.k0 ... d.k1 {
+                    let slot = partials + c.partialOffset + (k - d.k0) * rows * kernel.qHeads * kernel.stateStride
+                    kernel.merge(seq: c.seq, rows: d.r0, d.r1, partition: k, partial: slot, into: running)
+                }
+                kernel.finish(rows: d.r0, d.r1, running: running)
+            }
+        } else {
+            var c = kernel.start()
+            while true {
+                let unit = counters.pointee.nextUnit.wrappingAdd(1, ordering: .relaxed).oldValue
+                if unit >= units { break }
+                while c.unit < unit { kernel.advance(&c) }
+                let d = kernel.describe(c)
+                kernel.begin(seq: c.seq, rows: d.r0, d.r1, running: running)
+                for k in d.k0 ... d.k1 {
+                    kernel.computePartition(seq: c.seq, rows: d.r0, d.r1, partition: k, into: partial)
+                    kernel.merge(seq: c.seq, rows: d.r0, d.r1, partition: k, partial: partial, into: running)
+                }
+                kernel.finish(rows: d.r0, d.r1, running: running)
+            }
+        }
+    }
 }

@@ -71,6 +71,33 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Runs `job.run(thread:)` once on each of the pool's threads and waits for all of them, like
+    /// `run(_:)` but without a closure: the job is passed by address, so a parallel region
+    /// allocates nothing (the hot kernels use this; a closure handed to other threads is boxed).
+    public func run<Job: ParallelJob>(_ job: Job) {
+        pthread_mutex_lock(&callerLock)
+        defer { pthread_mutex_unlock(&callerLock) }
+        if workerThreads.isEmpty {
+            job.run(thread: 0)
+            return
+        }
+        withUnsafePointer(to: job) { pointer in
+            shared.dispatch(context: UnsafeRawPointer(pointer), type: Job.self)
+        }
+    }
+
+    /// Splits `0..<count` into one contiguous range per thread and runs `job.run(range:thread:)`
+    /// on each non-empty one, allocating nothing.
+    public func parallelFor<Job: RangeJob>(_ count: Int, _ job: Job) {
+        if count <= 0 { return }
+        let parts = min(threadCount, count)
+        if parts == 1 {
+            job.run(range: 0 ..< count, thread: 0)
+            return
+        }
+        run(RangeSplit(job: job, count: count, parts: parts))
+    }
+
     /// Splits `0..<count` into one contiguous range per thread and runs `body(range, threadIndex)`
     /// on each non-empty one.
     public func parallelFor(_ count: Int, _ body: (Range<Int>, Int) -> Void) {
@@ -101,6 +128,47 @@ public final class WorkerPool: @unchecked Sendable {
     }
 }
 
+/// Work for every thread of a `WorkerPool.run`: `run(thread:)` is called once per thread index.
+public protocol ParallelJob {
+    func run(thread: Int)
+}
+
+extension ParallelJob {
+    /// Calls the job stored at `context` (dispatched through the job's metatype, so the pool keeps
+    /// no closure).
+    static func invoke(_ context: UnsafeRawPointer, thread: Int) {
+        context.assumingMemoryBound(to: Self.self).pointee.run(thread: thread)
+    }
+}
+
+/// Work over a range of indices for `WorkerPool.parallelFor`.
+public protocol RangeJob {
+    func run(range: Range<Int>, thread: Int)
+}
+
+/// One contiguous part of `0..<count` per thread.
+private struct RangeSplit<Job: RangeJob>: ParallelJob {
+    let job: Job
+    let count: Int
+    let parts: Int
+
+    func run(thread index: Int) {
+        guard index < parts else { return }
+        let lower = count * index / parts
+        let upper = count * (index + 1) / parts
+        if lower < upper { job.run(range: lower ..< upper, thread: index) }
+    }
+}
+
+/// Calls `invoke` on a job type through an existential metatype (no allocation).
+private protocol JobInvoker {
+    static func call(_ context: UnsafeRawPointer, thread: Int)
+}
+
+private enum Invoker<Job: ParallelJob>: JobInvoker {
+    static func call(_ context: UnsafeRawPointer, thread: Int) { Job.invoke(context, thread: thread) }
+}
+
 /// The state the caller and the workers share; workers keep it alive, not the pool, so dropping
 /// the pool stops and joins its threads.
 private final class SharedState: @unchecked Sendable {
@@ -109,6 +177,9 @@ private final class SharedState: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     var workerCount = 0
     var job: ((Int) -> Void)?
+    /// A `ParallelJob` dispatched by address: its storage and its type's invoker.
+    var jobContext: UnsafeRawPointer?
+    var jobInvoker: (any JobInvoker.Type)?
     var mutex = pthread_mutex_t()
     var wake = pthread_cond_t()
     /// Polls of the generation counter before a worker sleeps (roughly 0.1-1 ms).
@@ -134,6 +205,20 @@ private final class SharedState: @unchecked Sendable {
         body(0)
         while remaining.load(ordering: .acquiring) != 0 {}
         job = nil
+    }
+
+    func dispatch<Job: ParallelJob>(context: UnsafeRawPointer, type: Job.Type) {
+        jobContext = context
+        jobInvoker = Invoker<Job>.self
+        remaining.store(workerCount, ordering: .relaxed)
+        pthread_mutex_lock(&mutex)
+        generation.wrappingAdd(1, ordering: .releasing)
+        pthread_cond_broadcast(&wake)
+        pthread_mutex_unlock(&mutex)
+        Job.invoke(context, thread: 0)
+        while remaining.load(ordering: .acquiring) != 0 {}
+        jobContext = nil
+        jobInvoker = nil
     }
 
     func stop() {
@@ -162,7 +247,11 @@ private final class SharedState: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             if stopping.load(ordering: .acquiring) { return }
-            job?(index)
+            if let invoker = jobInvoker, let context = jobContext {
+                invoker.call(context, thread: index)
+            } else {
+                job?(index)
+            }
             remaining.subtract(1, ordering: .releasing)
         }
     }
