@@ -48,10 +48,13 @@ import TestSupport
              differsFromTransformers: "query_pre_attn_scalar 24 and layer_types [S, S, F, S] have no GGUF encoding"),
         // llama.cpp clamps GPT-OSS experts at 7.0 (the fixture's swiglu_limit is 1.0) and always
         // truncates the YaRN ramp (the fixture sets truncate false).
-        Case(gguf: "gpt_oss", folder: "gpt_oss",
-             equivalentConfig: #"{"swiglu_limit": 7.0, "rope_parameters": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 150000.0, "rope_type": "yarn"}}"#,
+        Case(gguf: "gpt_oss", folder: "gpt_oss", equivalentConfig: gptOssAsLlamaCppReadsIt,
              differsFromTransformers: "swiglu_limit 1.0 and rope truncate false have no GGUF encoding"),
     ]
+
+    /// The gpt_oss fixture's config as llama.cpp reads its GGUF: clamp 7.0, truncated YaRN ramp.
+    static let gptOssAsLlamaCppReadsIt =
+        #"{"swiglu_limit": 7.0, "rope_parameters": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 150000.0, "rope_type": "yarn"}}"#
 
     /// A prompt's logits at every position, then `greedyIds.count` greedy steps: `greedyLogits` row
     /// `s` is the row `greedyIds[s]` is the argmax of (row 0 = the last prompt position).
@@ -100,17 +103,17 @@ import TestSupport
         return result
     }
 
-    /// Fixture `folder`, or a temporary copy (config.json rewritten with `changes`, weights linked).
-    /// Returns the folder and whether it is temporary.
+    /// Fixture folder `folder` (relative to `Tests/Fixtures`), or a temporary copy (config.json
+    /// rewritten with `changes`, weights linked). Returns the folder and whether it is temporary.
     static func huggingFaceFolder(_ folder: String, changes: String) throws -> (path: String, temporary: Bool) {
-        let source = Fixtures.path("tiny/\(folder)")
+        let source = Fixtures.path(folder)
         guard !changes.isEmpty else { return (source, false) }
-        var config = try Fixtures.json("tiny/\(folder)/config.json")
+        var config = try Fixtures.json("\(folder)/config.json")
         guard let edits = try JSONSerialization.jsonObject(with: Data(changes.utf8)) as? [String: Any] else {
             throw FormatError(folder, "equivalent config changes are not a JSON object")
         }
         config.merge(edits) { _, new in new }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pagoda-tiny-gguf-\(folder)-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pagoda-tiny-gguf-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try JSONSerialization.data(withJSONObject: config).write(to: directory.appendingPathComponent("config.json"))
         try FileManager.default.createSymbolicLink(atPath: directory.path + "/model.safetensors", withDestinationPath: source + "/model.safetensors")
@@ -129,7 +132,7 @@ import TestSupport
     func ggufMatchesHuggingFacePath(_ c: Case) throws {
         let gguf = try Self.load(Fixtures.path("tiny-gguf/\(c.gguf).gguf"))
         #expect(gguf.tokenizer != nil)
-        let folder = try Self.huggingFaceFolder(c.folder, changes: c.equivalentConfig)
+        let folder = try Self.huggingFaceFolder("tiny/\(c.folder)", changes: c.equivalentConfig)
         defer { if folder.temporary { try? FileManager.default.removeItem(atPath: folder.path) } }
         let huggingFace = try Self.load(folder.path)
         #expect(gguf.config.family == huggingFace.config.family)
@@ -195,6 +198,37 @@ import TestSupport
             #expect(run.promptLogits.allSatisfy(\.isFinite) && run.greedyLogits.allSatisfy(\.isFinite))
             let routedBySigmoid = try Self.run(sigmoid, prompt: prompt, steps: 1)
             #expect(run.promptLogits != routedBySigmoid.promptLogits, "the routing function should change the logits")
+        }
+    }
+
+    /// GPT-OSS with MXFP4 experts (the gpt_oss fixture's experts quantized by `make_gguf.py`), from
+    /// a Hugging Face folder of `*_blocks` / `*_scales` as openai/gpt-oss checkpoints store them:
+    /// the same logits, within 1e-4, as the float folder holding the dequantized values, with the
+    /// experts kept in MXFP4 (fewer bytes streamed per token).
+    @Test func huggingFaceMXFP4MatchesDequantizedFloats() throws {
+        let mxfp4 = try Self.load(Fixtures.path("tiny-gguf/gpt_oss_mxfp4"))
+        let floats = try Self.load(Fixtures.path("tiny-gguf/gpt_oss_mxfp4_dequantized"))
+        #expect(mxfp4.model.streamedWeightBytes < floats.model.streamedWeightBytes)
+        try Self.expectSameRuns(mxfp4, floats, "gpt_oss_mxfp4 folder vs dequantized folder")
+    }
+
+    /// The GGUF llama.cpp's converter makes of the MXFP4 folder (GGML_TYPE_MXFP4 expert tensors)
+    /// against the dequantized float folder read as llama.cpp reads GPT-OSS GGUFs.
+    @Test func ggufMXFP4MatchesDequantizedFloats() throws {
+        let gguf = try Self.load(Fixtures.path("tiny-gguf/gpt_oss_mxfp4.gguf"))
+        let folder = try Self.huggingFaceFolder("tiny-gguf/gpt_oss_mxfp4_dequantized", changes: Self.gptOssAsLlamaCppReadsIt)
+        defer { if folder.temporary { try? FileManager.default.removeItem(atPath: folder.path) } }
+        let floats = try Self.load(folder.path)
+        #expect(gguf.model.streamedWeightBytes < floats.model.streamedWeightBytes)
+        try Self.expectSameRuns(gguf, floats, "gpt_oss_mxfp4.gguf vs dequantized folder")
+    }
+
+    /// `a` and `b` within 1e-4 on the gpt_oss reference prompts and 12 greedy steps.
+    static func expectSameRuns(_ a: LoadedModel, _ b: LoadedModel, _ what: String) throws {
+        let (prompts, _) = try referenceRuns("gpt_oss")
+        for (index, prompt) in prompts.enumerated() {
+            expectClose(try run(a, prompt: prompt, steps: 12), try run(b, prompt: prompt, steps: 12),
+                        tolerance: sameWeightsTolerance, "\(what) prompt \(index)")
         }
     }
 }

@@ -6,7 +6,7 @@ Regenerate (from the repository root; needs numpy and the `gguf` package, no tor
 
     python3 Tests/Fixtures/tiny-gguf/make_gguf.py
 
-This rewrites Tests/Fixtures/tiny-gguf/*.gguf. The output is deterministic (same inputs, same bytes).
+This rewrites Tests/Fixtures/tiny-gguf/*.gguf and the two gpt_oss_mxfp4* folders. The output is deterministic (same inputs, same bytes).
 
 What is reproduced from the converter (llama.cpp `conversion/{base,llama,gemma,qwen,deepseek,gpt_oss}.py`
 and gguf-py's tensor map):
@@ -37,6 +37,17 @@ Files written (Tests/Fixtures/tiny-gguf/):
   sigmoid scores. The converter writes `expert_gating_func = 2` only when the key is there, and llama.cpp
   falls back to softmax routing without it, so the plain deepseek_v3.gguf routes differently from the
   Hugging Face model, while this one is the GGUF of an equivalent config (transformers ignores the key).
+
+MXFP4 (GPT-OSS's expert format), from the gpt_oss fixture with its expert weights quantized (round to
+nearest per 32-element block of a row; the block's E8M0 scale is the smallest power of two that fits the
+block's largest magnitude in FP4's range, 6):
+- gpt_oss_mxfp4/: a Hugging Face folder as openai/gpt-oss checkpoints store experts:
+  `mlp.experts.{gate_up,down}_proj_{blocks,scales}` (U8; rows = output features, gate/up rows
+  interleaved; low nibble = even element), float biases, and a `quantization_config`.
+- gpt_oss_mxfp4_dequantized/: the same model with float `gate_up_proj` / `down_proj` holding exactly the
+  dequantized values (the reference for the folder above).
+- gpt_oss_mxfp4.gguf: what convert_hf_to_gguf.py makes of gpt_oss_mxfp4/ (GptOssModel.repack_mxfp4:
+  GGML_TYPE_MXFP4 expert tensors, ggml nibble order).
 
 Configs llama.cpp cannot express (so the GGUF is exact but not the same model):
 - gemma3: query_pre_attn_scalar 24 != head_dim 32 (llama.cpp scales by head_dim^-0.5 unless 27B), and
@@ -236,6 +247,9 @@ class Converter:
     def modify_tensors(self, data: np.ndarray, name: str, bid: int | None) -> Iterator[tuple[str, np.ndarray]]:
         yield self.map_tensor_name(name), data
 
+    def add_extra_tensors(self) -> None:
+        """Tensors that are not float conversions of one Hugging Face tensor (GPT-OSS's MXFP4)."""
+
     def stack_experts(self, bid: int, template: str, weights: Iterable[str], n_experts: int) -> Iterator[tuple[str, np.ndarray]]:
         """Stacks `template.format(bid, xid, w)` of every expert into one [experts, rows, cols] tensor."""
         for w in weights:
@@ -259,6 +273,7 @@ class Converter:
                 bid = int(parts[2])
             for new_name, data in self.modify_tensors(self.tensors[name], filtered, bid):
                 self.writer.add_tensor(new_name, np.ascontiguousarray(data, dtype=np.float32))
+        self.add_extra_tensors()
         self.writer.write_header_to_file()
         self.writer.write_kv_data_to_file()
         self.writer.write_tensors_to_file()
@@ -467,7 +482,26 @@ class GptOssConverter(Converter):
             name += ".weight"
         return super().filter_tensor_name(name)
 
+    def write(self, path: Path) -> None:
+        # generate_extra_tensors: MXFP4 blocks + scales -> stacked GGML_TYPE_MXFP4 tensors.
+        self.mxfp4: list[tuple[str, np.ndarray]] = []
+        for name in sorted(self.tensors):
+            if name.endswith("mlp.experts.down_proj_scales"):
+                blocks = self.tensors[name.replace("_scales", "_blocks")]
+                self.mxfp4.append((self.map_tensor_name(name.replace("_scales", ".weight")), repack_mxfp4(blocks, self.tensors[name])))
+            elif name.endswith("mlp.experts.gate_up_proj_scales"):
+                blocks, scales = self.tensors[name.replace("_scales", "_blocks")], self.tensors[name]
+                self.mxfp4.append((self.map_tensor_name(name.replace("gate_up_proj_scales", "gate_proj.weight")), repack_mxfp4(blocks[:, ::2], scales[:, ::2])))
+                self.mxfp4.append((self.map_tensor_name(name.replace("gate_up_proj_scales", "up_proj.weight")), repack_mxfp4(blocks[:, 1::2], scales[:, 1::2])))
+        super().write(path)
+
+    def add_extra_tensors(self) -> None:
+        for name, data in self.mxfp4:
+            self.writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
+
     def modify_tensors(self, data, name, bid):
+        if name.endswith(("_blocks", "_scales")):
+            return  # repacked in write()
         if "down_proj" in name:
             if name.endswith("_bias"):
                 name = name.replace("down_proj_bias", "down_proj.bias")
@@ -486,24 +520,96 @@ class GptOssConverter(Converter):
             yield from super().modify_tensors(data, name, bid)
 
 
-# (output name, fixture folder, converter, config changes before conversion)
+# ----------------------------------------------------------------------------------------------
+# MXFP4
+
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=np.float32)
+
+
+def quantize_mxfp4(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`[..., cols]` floats -> Hugging Face MXFP4 `blocks [..., cols/32, 16]` and `scales [..., cols/32]`
+    (uint8): per 32-block the smallest E8M0 scale 2^(e-127) with max|x| / scale <= 6, each element
+    rounded to the nearest FP4 value (ties to the smaller magnitude); byte j = element 2j (low nibble)
+    | element 2j+1 (high nibble)."""
+    groups = weights.reshape(*weights.shape[:-1], -1, 32).astype(np.float64)
+    amax = np.abs(groups).max(axis=-1)
+    with np.errstate(divide="ignore"):
+        exponent = np.where(amax > 0, np.ceil(np.log2(amax / 6.0)), -127.0)
+    scales = np.clip(exponent + 127, 0, 254).astype(np.uint8)
+    scaled = groups / np.exp2(scales.astype(np.float64) - 127)[..., None]
+    assert np.abs(scaled).max() <= 6.0
+    magnitude = np.abs(np.abs(scaled)[..., None] - FP4_VALUES[:8].astype(np.float64)).argmin(axis=-1)
+    codes = (magnitude + 8 * (scaled < 0)).astype(np.uint8)
+    blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return blocks.astype(np.uint8), scales
+
+
+def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Inverse of the packing of `quantize_mxfp4` (transformers' convert_moe_packed_tensors): `[..., cols]` floats."""
+    codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], 32)
+    values = FP4_VALUES[codes] * np.exp2(scales.astype(np.float32) - 127)[..., None]
+    return values.reshape(*blocks.shape[:-2], -1).astype(np.float32)
+
+
+def repack_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """GptOssModel.repack_mxfp4: `[E, rows, cols/32, 16]` + `[E, rows, cols/32]` -> ggml block_mxfp4
+    bytes `[E, rows, cols/32 * 17]` (scale byte, then byte j = element j | element j+16 << 4)."""
+    codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], 32)
+    qs = codes[..., :16] | (codes[..., 16:] << 4)
+    packed = np.concatenate([scales[..., None], qs.astype(np.uint8)], axis=-1)
+    return packed.reshape(*blocks.shape[:-2], -1)
+
+
+def write_mxfp4_folders() -> None:
+    """gpt_oss_mxfp4/ (MXFP4 experts) and gpt_oss_mxfp4_dequantized/ (the same values in float)."""
+    source = TINY / "gpt_oss"
+    config = json.loads((source / "config.json").read_text())
+    tensors = read_safetensors(source / "model.safetensors")
+    quantized: dict[str, np.ndarray] = {}
+    dequantized: dict[str, np.ndarray] = {}
+    for name in sorted(tensors):
+        data = tensors[name]
+        if name.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            # [E, in, out] (x @ W) -> rows = output features, as the checkpoints store blocks.
+            blocks, scales = quantize_mxfp4(np.swapaxes(data, -1, -2))
+            quantized[name + "_blocks"] = blocks
+            quantized[name + "_scales"] = scales
+            dequantized[name] = np.ascontiguousarray(np.swapaxes(dequantize_mxfp4(blocks, scales), -1, -2))
+        else:
+            quantized[name] = data
+            dequantized[name] = data
+    for folder, contents, extra in [
+        ("gpt_oss_mxfp4", quantized, {"quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": [
+            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}}),
+        ("gpt_oss_mxfp4_dequantized", dequantized, {}),
+    ]:
+        target = HERE / folder
+        target.mkdir(exist_ok=True)
+        (target / "config.json").write_text(json.dumps({**config, **extra}, indent=2, sort_keys=True) + "\n")
+        write_safetensors(target / "model.safetensors", contents)
+        print(f"wrote {target.relative_to(HERE.parent.parent.parent)}/")
+
+
+# (output name, Hugging Face folder, converter, config changes before conversion)
 MODELS = [
-    ("llama", "llama", LlamaConverter, None),
-    ("mixtral", "mixtral", LlamaConverter, None),
-    ("qwen3_moe", "qwen3_moe", Qwen3MoeConverter, None),
-    ("gemma2", "gemma2", Gemma2Converter, None),
-    ("gemma3", "gemma3", Gemma3Converter, None),
-    ("deepseek_v3", "deepseek_v3", DeepseekV2Converter, None),
-    ("deepseek_v3_sigmoid", "deepseek_v3", DeepseekV2Converter, {"scoring_func": "sigmoid", "topk_method": "noaux_tc"}),
-    ("gpt_oss", "gpt_oss", GptOssConverter, None),
+    ("llama", TINY / "llama", LlamaConverter, None),
+    ("mixtral", TINY / "mixtral", LlamaConverter, None),
+    ("qwen3_moe", TINY / "qwen3_moe", Qwen3MoeConverter, None),
+    ("gemma2", TINY / "gemma2", Gemma2Converter, None),
+    ("gemma3", TINY / "gemma3", Gemma3Converter, None),
+    ("deepseek_v3", TINY / "deepseek_v3", DeepseekV2Converter, None),
+    ("deepseek_v3_sigmoid", TINY / "deepseek_v3", DeepseekV2Converter, {"scoring_func": "sigmoid", "topk_method": "noaux_tc"}),
+    ("gpt_oss", TINY / "gpt_oss", GptOssConverter, None),
+    ("gpt_oss_mxfp4", HERE / "gpt_oss_mxfp4", GptOssConverter, None),
 ]
 
 
 def main() -> int:
     logging.basicConfig(level=logging.ERROR)  # GGUFWriter warns on the keys the converter writes twice
+    write_mxfp4_folders()
     for out, folder, converter, changes in MODELS:
         path = HERE / f"{out}.gguf"
-        converter(TINY / folder, changes).write(path)
+        converter(folder, changes).write(path)
         print(f"wrote {path.relative_to(HERE.parent.parent.parent)} ({path.stat().st_size} bytes)")
     return 0
 
