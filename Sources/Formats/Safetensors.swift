@@ -67,9 +67,12 @@ public final class SafetensorsFile: TensorSource, @unchecked Sendable {
         self.tensorNames = entries.keys.sorted { entries[$0]!.range.lowerBound < entries[$1]!.range.lowerBound }
     }
 
+    /// Element types by safetensors dtype. `U8` (e.g. the `*_blocks` / `*_scales` of MXFP4
+    /// checkpoints) is raw bytes: GGML has no unsigned byte type, so it is tagged `.i8`, which like
+    /// every integer type is no weight type; readers take such tensors' `bytes` as they are.
     static let types: [String: GGMLType] = [
         "F32": .f32, "F16": .f16, "BF16": .bf16, "F64": .f64,
-        "I8": .i8, "I16": .i16, "I32": .i32, "I64": .i64,
+        "I8": .i8, "U8": .i8, "I16": .i16, "I32": .i32, "I64": .i64,
     ]
 
     public var sourcePath: String { path }

@@ -150,8 +150,9 @@ struct LatentAttention {
             return (keyUp, valueUp)
         }
         let kB = try names.tensor("attn_k_b.weight", layer: i), vB = try names.tensor("attn_v_b.weight", layer: i)
-        guard kB.elementCount == heads * latent * nope, vB.elementCount == heads * value * latent else {
-            throw FormatError(kB.path, "attn_k_b/attn_v_b of layer \(i) have \(kB.elementCount)/\(vB.elementCount) elements, expected \(heads * latent * nope)/\(heads * value * latent)")
+        // Shapes, not just sizes: an untransposed `[heads, nope, latent]` attn_k_b has the same size.
+        guard kB.shape == [heads, latent, nope], vB.shape == [heads, value, latent] else {
+            throw FormatError(kB.path, "attn_k_b/attn_v_b of layer \(i) have shapes \(kB.shape)/\(vB.shape), expected \([heads, latent, nope])/\([heads, value, latent])")
         }
         let k = try kB.floats()
         valueUp = try vB.floats()

@@ -79,8 +79,9 @@ enum Gemma {
         }
     }
 
-    /// llama.cpp's converter has already added 1 to the norm weights; the layer pattern, the local
-    /// RoPE base (10000) and the softmax scale are llama.cpp's fixed per-family values.
+    /// llama.cpp's converter has already added 1 to the norm weights; the layer pattern and the
+    /// softmax scale are llama.cpp's fixed per-family values. Gemma 3's local RoPE base is
+    /// `rope.freq_base_swa` (written by current converters from `rope_parameters`), else 10000.
     static func configureGGUF(_ c: inout ModelConfig, _ metadata: GGUFMetadata) {
         configureCommon(&c)
         c.tieEmbeddings = !metadata.hasTensor("output.weight")
@@ -96,7 +97,7 @@ enum Gemma {
         if c.family == .gemma2 {
             c.attentionSoftCap = metadata.float("attn_logit_softcapping")
         } else {
-            c.slidingRope = RopeSettings(theta: 10000)
+            c.slidingRope = RopeSettings(theta: metadata.float("rope.freq_base_swa") ?? 10000)
         }
     }
 }
