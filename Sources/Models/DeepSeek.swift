@@ -39,7 +39,7 @@ enum DeepSeek {
         let routing: MoEConfig.Routing
         switch (sigmoid, method) {
         case (true, _):
-            routing = .sigmoidGrouped(groups: json.optionalInt("n_group") ?? 1, groupsKept: json.optionalInt("topk_group") ?? 1, renormalize: renormalize)
+            routing = .grouped(sigmoid: true, groups: json.optionalInt("n_group") ?? 1, groupsKept: json.optionalInt("topk_group") ?? 1, renormalize: renormalize)
         case (false, "greedy"):
             routing = .softmaxTopK(renormalize: renormalize)
         default:
@@ -75,9 +75,11 @@ enum DeepSeek {
         let width = try metadata.int("expert_feed_forward_length")
         let renormalize = metadata.bool("expert_weights_norm") ?? false
         let groups = metadata.optionalInt("expert_group_count") ?? 1
-        let routing: MoEConfig.Routing = metadata.optionalInt("expert_gating_func") == 2
-            ? .sigmoidGrouped(groups: groups, groupsKept: metadata.optionalInt("expert_group_used_count") ?? groups, renormalize: renormalize)
-            : .softmaxTopK(renormalize: renormalize)
+        // As llama.cpp: the selection bias (`exp_probs_b`) and group limits apply whichever the
+        // gating function (2 = sigmoid; absent or 1 = softmax).
+        let routing = MoEConfig.Routing.grouped(
+            sigmoid: metadata.optionalInt("expert_gating_func") == 2, groups: groups,
+            groupsKept: metadata.optionalInt("expert_group_used_count") ?? groups, renormalize: renormalize)
         var moe = MoEConfig(experts: experts, expertsPerToken: try metadata.int("expert_used_count"), expertIntermediateSize: width, routing: routing)
         moe.routedScale = metadata.float("expert_weights_scale") ?? 1
         moe.sharedIntermediateSize = (metadata.optionalInt("expert_shared_count") ?? 0) * width

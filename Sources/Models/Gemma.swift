@@ -85,10 +85,17 @@ enum Gemma {
     static func configureGGUF(_ c: inout ModelConfig, _ metadata: GGUFMetadata) {
         configureCommon(&c)
         c.tieEmbeddings = !metadata.hasTensor("output.weight")
-        if let window = metadata.optionalInt("attention.sliding_window"), window > 0 {
+        // llama.cpp's defaults: Gemma 2 slides over 4096 keys when the file names no window; the
+        // layer pattern is a per-layer bool array, a period, or the family's own.
+        let window = metadata.optionalInt("attention.sliding_window") ?? (c.family == .gemma2 ? 4096 : nil)
+        if let window, window > 0 {
             c.slidingWindow = window
-            c.slidingLayers = defaultSlidingLayers(family: c.family, layers: c.layerCount,
-                                                   pattern: metadata.optionalInt("attention.sliding_window_pattern") ?? 6)
+            if let flags = metadata.value("attention.sliding_window_pattern")?.array?.compactMap(\.bool), flags.count == c.layerCount {
+                c.slidingLayers = flags
+            } else {
+                c.slidingLayers = defaultSlidingLayers(family: c.family, layers: c.layerCount,
+                                                       pattern: metadata.optionalInt("attention.sliding_window_pattern") ?? 6)
+            }
         }
         c.finalSoftCap = metadata.float("final_logit_softcapping")
         // The 27B models scale by (hidden / heads)^-0.5 instead of headDim^-0.5.
@@ -96,8 +103,8 @@ enum Gemma {
         c.attentionScale = 1 / Float(is27B ? c.hiddenSize / c.headCount : c.headDim).squareRoot()
         if c.family == .gemma2 {
             c.attentionSoftCap = metadata.float("attn_logit_softcapping")
-        } else {
-            c.slidingRope = RopeSettings(theta: metadata.float("rope.freq_base_swa") ?? 10000)
+        } else if c.slidingRope == nil {
+            c.slidingRope = RopeSettings(theta: 10000)
         }
     }
 }

@@ -111,14 +111,22 @@ struct MixtureOfExperts {
             var total: Float = 0
             for s in 0 ..< k { weights[s] = expf(logits[chosen[s]] - maximum); total += weights[s] }
             for s in 0 ..< k { weights[s] /= total }
-        case .sigmoidGrouped(let groups, let kept, let renormalize):
-            // logits become sigmoid scores; the choice adds the correction bias, groups score the
-            // sum of their two best, experts of dropped groups choose with 0 (as transformers does).
-            for i in 0 ..< e { logits[i] = 1 / (1 + expf(-logits[i])) }
+        case .grouped(let sigmoid, let groups, let kept, let renormalize):
+            // logits become scores; the choice adds the correction bias, groups score the sum of
+            // their two best, experts of dropped groups choose with 0 (as transformers does).
+            if sigmoid {
+                for i in 0 ..< e { logits[i] = 1 / (1 + expf(-logits[i])) }
+            } else {
+                var maximum = -Float.infinity
+                for i in 0 ..< e { maximum = max(maximum, logits[i]) }
+                var sum: Float = 0
+                for i in 0 ..< e { logits[i] = expf(logits[i] - maximum); sum += logits[i] }
+                for i in 0 ..< e { logits[i] /= sum }
+            }
             let choice: (Int) -> Float = { i in logits[i] + (correctionBias?[i] ?? 0) }
             let size = e / groups
             var groupScores = [Float](repeating: 0, count: groups)
-            for g in 0 ..< groups {
+            for g in 0 ..< groups where groups > 1 {
                 var first = -Float.infinity, second = -Float.infinity
                 for i in g * size ..< (g + 1) * size {
                     let s = choice(i)

@@ -42,10 +42,11 @@ public struct MoEConfig: Sendable, Equatable {
         case softmaxTopK(renormalize: Bool)
         /// Top-k of the raw logits, then softmax over those k (GPT-OSS).
         case topKSoftmax
-        /// DeepSeek V3: sigmoid scores; experts chosen by score + correction bias within the
-        /// `groupsKept` best of `groups` groups (a group scores the sum of its two best); weights are
-        /// the chosen sigmoid scores, optionally renormalized, times the routed scaling factor.
-        case sigmoidGrouped(groups: Int, groupsKept: Int, renormalize: Bool)
+        /// DeepSeek: sigmoid (V3) or softmax (V2) scores; experts chosen by score + correction
+        /// bias (if any) within the `groupsKept` best of `groups` groups (a group scores the sum of
+        /// its two best); weights are the chosen scores, optionally renormalized, times the routed
+        /// scaling factor.
+        case grouped(sigmoid: Bool, groups: Int, groupsKept: Int, renormalize: Bool)
     }
 
     public var experts: Int
@@ -198,10 +199,10 @@ public struct ModelConfig: Sendable {
             try require(moe.experts > 0 && moe.expertsPerToken > 0 && moe.expertsPerToken <= moe.experts,
                         "experts per token (\(moe.expertsPerToken)) must be between 1 and the expert count (\(moe.experts))")
             try require(moe.expertIntermediateSize > 0, "expert intermediate size must be positive")
-            if case .sigmoidGrouped(let groups, let kept, _) = moe.routing {
+            if case .grouped(_, let groups, let kept, _) = moe.routing {
                 try require(groups > 0 && moe.experts % groups == 0 && kept > 0 && kept <= groups,
                             "\(moe.experts) experts cannot form \(groups) groups with \(kept) kept")
-                try require(moe.experts / groups >= 2, "expert groups need at least 2 experts each")
+                try require(groups == 1 || moe.experts / groups >= 2, "expert groups need at least 2 experts each")
             }
         }
         if let mla {
@@ -293,6 +294,8 @@ extension ModelConfig {
             qkNorm: file.tensorsByName["blk.0.attn_q_norm.weight"] != nil,
             tieEmbeddings: file.tensorsByName["output.weight"] == nil
         )
+        // A separate RoPE base for sliding-window layers (llama.cpp's `rope.freq_base_swa`).
+        if let local = metadata.float("rope.freq_base_swa") { slidingRope = RopeSettings(theta: local) }
         try family.configureGGUF(&self, metadata)
         self = try validated(path: path)
     }

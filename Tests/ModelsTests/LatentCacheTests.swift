@@ -36,7 +36,7 @@ import TestSupport
         // qk_head_dim^-0.5 x mscale^2 with mscale = 0.1 ln(40) + 1.
         let mscale = 0.1 * logf(40) + 1
         #expect(abs(mla.softmaxScale - mscale * mscale / Float(192).squareRoot()) < 1e-6)
-        #expect(c.moe?.routing == .sigmoidGrouped(groups: 8, groupsKept: 4, renormalize: true))
+        #expect(c.moe?.routing == .grouped(sigmoid: true, groups: 8, groupsKept: 4, renormalize: true))
         #expect(c.moe?.denseLayers == [0, 1, 2] && c.moe?.sharedIntermediateSize == 2048 && c.moe?.routedScale == 2.5)
     }
 }

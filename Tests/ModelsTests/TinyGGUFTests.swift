@@ -175,14 +175,14 @@ import TestSupport
 
     /// The DeepSeek GGUF converted from the fixture as it is: its config has no `scoring_func`, so
     /// the converter writes no `expert_gating_func` and llama.cpp routes with softmax (its DeepSeek V2
-    /// default), unlike transformers' DeepseekV3. Logits are therefore not compared; the file must
+    /// default; still with the selection bias and group limits), unlike transformers' DeepseekV3. Logits are therefore not compared; the file must
     /// load with the same latent attention as the Hugging Face config and run through the engine.
     @Test func deepSeekWithoutScoringFunctionRoutesWithSoftmax() throws {
         let plain = try Self.load(Fixtures.path("tiny-gguf/deepseek_v3.gguf"))
         let sigmoid = try Self.load(Fixtures.path("tiny-gguf/deepseek_v3_sigmoid.gguf"))
         let huggingFace = try Self.load(Fixtures.path("tiny/deepseek_v3"))
-        #expect(plain.config.moe?.routing == .softmaxTopK(renormalize: true))
-        #expect(sigmoid.config.moe?.routing == .sigmoidGrouped(groups: 4, groupsKept: 2, renormalize: true))
+        #expect(plain.config.moe?.routing == .grouped(sigmoid: false, groups: 4, groupsKept: 2, renormalize: true))
+        #expect(sigmoid.config.moe?.routing == .grouped(sigmoid: true, groups: 4, groupsKept: 2, renormalize: true))
         #expect(huggingFace.config.moe?.routing == sigmoid.config.moe?.routing)
         for loaded in [plain, sigmoid] {
             let mla = try #require(loaded.config.mla), expected = try #require(huggingFace.config.mla)
