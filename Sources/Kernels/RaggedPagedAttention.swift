@@ -508,8 +508,14 @@ struct AttentionKernel<E: KVElement> {
 
     /// One online-softmax step of one (row, head) over tile keys `jLo ... jHi` (vector indices
     /// `offsets[j]`): scores, tile max, rescale, exp, weighted V sum, V accumulated in ascending j.
-    /// `partials: [16]` and `weights: [16]` are per-thread stack scratch.
+    /// `partials: [16]` and `weights: [16]` are per-thread stack scratch. (Specialized explicitly:
+    /// called from inside `computePartition`'s scratch closures, the optimizer otherwise left it
+    /// generic, reading every K/V element through the protocol witness.)
     @inline(__always)
+    @_specialize(exported: false, where E == FP32Element)
+    @_specialize(exported: false, where E == F16Element)
+    @_specialize(exported: false, where E == BF16Element)
+    @_specialize(exported: false, where E == Int8Element)
     func update(state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
                 partials: UnsafeMutablePointer<SIMD16<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int) {
         // Per-key lane partial sums of q . k, then one transposing reduction gives lane j = score j.
@@ -547,7 +553,7 @@ struct AttentionKernel<E: KVElement> {
             var a = Vector.load16(acc + d)
             if correction != 1 { a *= SIMD16(repeating: correction) }
             for j in jLo ... jHi {
-                a += SIMD16(repeating: weights[j]) * E.load16(values + offsets[j] * vectorBytes, d)
+                a.addProduct(SIMD16(repeating: weights[j]), E.load16(values + offsets[j] * vectorBytes, d))
             }
             Vector.store16(a, acc + d)
             d += 16
@@ -570,7 +576,7 @@ struct AttentionKernel<E: KVElement> {
         var acc = SIMD16<Float>()
         var i = 0
         while i + 16 <= headDim {
-            acc += Vector.load16(query + i) * E.load16(key, i)
+            acc.addProduct(Vector.load16(query + i), E.load16(key, i))
             i += 16
         }
         if i < headDim {

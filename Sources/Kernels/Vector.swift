@@ -95,10 +95,24 @@ public enum Norm {
 /// Activations.
 public enum Activation {
     /// SwiGLU: `out[i] = silu(gate[i]) * up[i]`, with `silu(x) = x / (1 + exp(-x))`.
+    /// Sixteen lanes at a time with the attention kernel's `exp16` (within an ulp or two of `expf`).
     public static func swiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, _ n: Int) {
-        for i in 0 ..< n {
-            let g = gate[i]
-            out[i] = (g / (1 + expf(-g))) * up[i]
+        var i = 0
+        while i + 16 <= n {
+            let g = Vector.load16(gate + i)
+            Vector.store16(g / (1 + exp16(-g)) * Vector.load16(up + i), out + i)
+            i += 16
+        }
+        if i < n {
+            // The tail goes through the same vector formula, so an element's result never depends
+            // on where it falls in the buffer (batch invariance).
+            var g = SIMD16<Float>(), u = SIMD16<Float>()
+            for lane in 0 ..< n - i {
+                g[lane] = gate[i + lane]
+                u[lane] = up[i + lane]
+            }
+            let y = g / (1 + exp16(-g)) * u
+            for lane in 0 ..< n - i { out[i + lane] = y[lane] }
         }
     }
 
