@@ -15,7 +15,8 @@ enum Gemma {
     ]
 
     /// Gemma's turn format (`<start_of_turn>user` / `model`, each turn closed by `<end_of_turn>`; a
-    /// system message is folded into the first user turn), for GGUF files that ship no template.
+    /// system message is folded into the first user turn), for instruction-tuned Gemma GGUF files
+    /// that ship no template.
     static let chatTemplate = """
         {{ bos_token }}
         {%- if messages[0]['role'] == 'system' -%}

@@ -35,11 +35,46 @@ public enum ModelLoader {
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
         let model = try makeModel(config: config, names: WeightNames(scheme: .gguf, source: file, config: config), pool: pool)
-        let tokenizer = try Tokenizer.fromGGUF(file, fallbackChatTemplate: config.family.defaultChatTemplate)
+        let tokenizer = try Tokenizer.fromGGUF(file, fallbackChat: ChatFallback.format(for: file, family: config.family))
         return LoadedModel(model: model, tokenizer: tokenizer, path: path)
     }
 
     static func makeModel(config: ModelConfig, names: WeightNames, pool: WorkerPool) throws -> any CausalLanguageModel {
         try DecoderTransformer(config: config, names: names, pool: pool)
+    }
+}
+
+/// Chat formats for GGUF files that ship no `tokenizer.chat_template`.
+enum ChatFallback {
+    /// A plain-text dialogue for base (pretrained) models, which continue text but do not know any
+    /// turn tokens: a one-line preamble (or the system message), `User: ...` / `Assistant: ...`
+    /// lines, and the reply cut at the next `\nUser:`.
+    static let plainDialogue = """
+        {%- if messages and messages[0]['role'] == 'system' -%}
+            {%- set preamble = messages[0]['content'] | trim -%}
+            {%- set loop_messages = messages[1:] -%}
+        {%- else -%}
+            {%- set preamble = 'The following is a conversation between a user and a helpful assistant.' -%}
+            {%- set loop_messages = messages -%}
+        {%- endif -%}
+        {{- bos_token if bos_token is defined else '' -}}
+        {{- preamble + '\\n\\n' -}}
+        {%- for message in loop_messages -%}
+            {{- ('User: ' if message['role'] == 'user' else 'Assistant: ') + (message['content'] | trim) + '\\n' -}}
+        {%- endfor -%}
+        {%- if add_generation_prompt -%}
+            {{- 'Assistant:' -}}
+        {%- endif -%}
+        """
+    static let plainDialogueStops = ["\nUser:"]
+
+    /// Gemma's turn format for instruction-tuned Gemma files (`general.finetune` "it"), else the
+    /// plain dialogue.
+    static func format(for file: GGUFFile, family: ModelFamily) -> (template: String, stopStrings: [String]) {
+        let finetune = (file["general.finetune"]?.string ?? "").lowercased()
+        let words = finetune.split(whereSeparator: { !$0.isLetter && !$0.isNumber })
+        let instructionTuned = words.contains("it") || finetune.contains("instruct") || finetune.contains("chat")
+        if instructionTuned, family == .gemma2 || family == .gemma3 { return (Gemma.chatTemplate, []) }
+        return (plainDialogue, plainDialogueStops)
     }
 }

@@ -39,11 +39,6 @@ public enum ModelFamily: String, Sendable, CaseIterable {
         self == .gptOss ? GptOss.ggufNames : [:]
     }
 
-    /// The chat format to use when a GGUF file carries no template (Gemma GGUFs often do not).
-    var defaultChatTemplate: String? {
-        self == .gemma2 || self == .gemma3 ? Gemma.chatTemplate : nil
-    }
-
     /// Reads the family's own GGUF metadata into `config`.
     func configureGGUF(_ config: inout ModelConfig, _ metadata: GGUFMetadata) throws {
         switch self {

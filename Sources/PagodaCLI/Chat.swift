@@ -53,7 +53,8 @@ struct Chat: AsyncParsableCommand {
         defer { engine.shutdown() }
         let interrupts = InterruptHandler()
         let parameters = GenerationParameters(
-            sampling: SamplingParameters(temperature: temperature, topP: topP, seed: seed), maxTokens: maxTokens)
+            sampling: SamplingParameters(temperature: temperature, topP: topP, seed: seed), maxTokens: maxTokens,
+            stopStrings: tokenizer.chatStopStrings)
         var history: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         let interactive = isatty(STDIN_FILENO) == 1
         printError("pagoda chat: type a message; /reset starts over, /exit (or Ctrl-D) leaves, Ctrl-C stops a reply.")

@@ -108,7 +108,8 @@ struct GenerationPlan: Sendable {
         parameters = GenerationParameters(
             sampling: sampling, maxTokens: maxTokens,
             stopTokenIds: Set(request.stopTokenIds ?? []), ignoreEOS: request.ignoreEos ?? false,
-            stopStrings: (request.stop?.values ?? []).filter { !$0.isEmpty },
+            stopStrings: (request.stop?.values ?? []).filter { !$0.isEmpty }
+                + (endpoint == .chat ? tokenizer?.chatStopStrings ?? [] : []),
             priority: request.priority ?? 0, n: n)
         stream = request.stream ?? false
         includeUsage = stream && (request.streamOptions?.includeUsage ?? false)

@@ -9,13 +9,13 @@ extension Tokenizer {
     /// Loads the tokenizer stored in a GGUF file's `tokenizer.ggml.*` metadata:
     /// `gpt2` (byte-level BPE, split pattern from `tokenizer.ggml.pre`) or `llama` (SentencePiece BPE
     /// with scores and byte fallback).
-    /// `fallbackChatTemplate` is used when the file carries no `tokenizer.chat_template`
-    /// (e.g. the family's well-known format).
-    public static func fromGGUF(_ file: GGUFFile, fallbackChatTemplate: String? = nil) throws -> Tokenizer {
-        try fromGGUF(metadata: file.metadata, path: file.path, fallbackChatTemplate: fallbackChatTemplate)
+    /// `fallbackChat` (a template and the strings that end a reply in it) is used when the file
+    /// carries no `tokenizer.chat_template`.
+    public static func fromGGUF(_ file: GGUFFile, fallbackChat: (template: String, stopStrings: [String])? = nil) throws -> Tokenizer {
+        try fromGGUF(metadata: file.metadata, path: file.path, fallbackChat: fallbackChat)
     }
 
-    static func fromGGUF(metadata: [String: GGUFValue], path: String, fallbackChatTemplate: String? = nil) throws -> Tokenizer {
+    static func fromGGUF(metadata: [String: GGUFValue], path: String, fallbackChat: (template: String, stopStrings: [String])? = nil) throws -> Tokenizer {
         func fail(_ message: String) -> FormatError { FormatError(path, message) }
         guard let modelName = metadata["tokenizer.ggml.model"]?.string else {
             throw fail("missing tokenizer.ggml.model (the file has no tokenizer)")
@@ -113,7 +113,8 @@ extension Tokenizer {
             addsBos: flag("tokenizer.ggml.add_bos_token", default: isSentencePiece),
             addsEos: flag("tokenizer.ggml.add_eos_token", default: false),
             endOfTurnIds: endOfTurnIds,
-            chatTemplate: metadata["tokenizer.chat_template"]?.string ?? fallbackChatTemplate))
+            chatTemplate: metadata["tokenizer.chat_template"]?.string ?? fallbackChat?.template,
+            chatStopStrings: metadata["tokenizer.chat_template"]?.string == nil ? fallbackChat?.stopStrings ?? [] : []))
     }
 
     /// Splits a merges entry `"left right"` at its single separating space.

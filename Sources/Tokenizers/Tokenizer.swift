@@ -50,6 +50,8 @@ struct TokenizerDefinition {
     /// End-of-turn ids named by the file itself (GGUF eot/eom ids).
     var endOfTurnIds: [Int] = []
     var chatTemplate: String?
+    /// Strings that end an assistant turn in the chat format (plain-text formats only).
+    var chatStopStrings: [String] = []
     /// Unicode NFC normalization of text runs (HF `NFC` normalizer).
     var normalizesNFC = false
 }
@@ -86,8 +88,11 @@ public final class Tokenizer: Sendable {
     public let stopTokenIds: Set<Int>
     /// Whether `encode(_:addSpecialTokens: true)` prepends BOS.
     public let addsBos: Bool
-    /// The Jinja chat template shipped with the tokenizer, if any.
+    /// The Jinja chat template shipped with the tokenizer, if any (or the fallback the loader chose).
     public let chatTemplate: String?
+    /// Strings that end an assistant reply in the chat format: empty for templates with turn tokens,
+    /// `"\nUser:"` for the plain-dialogue fallback of base models. Chat requests stop at them.
+    public let chatStopStrings: [String]
 
     /// Token texts that end a turn in common chat formats.
     static let endOfTurnTexts = ["<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<end_of_turn>", "<|endoftext|>",
@@ -108,6 +113,7 @@ public final class Tokenizer: Sendable {
         addsBos = definition.addsBos && definition.bosId != nil
         addsEos = definition.addsEos && definition.eosId != nil
         chatTemplate = definition.chatTemplate
+        chatStopStrings = definition.chatStopStrings
 
         var specialFlags = [Bool](repeating: false, count: tokens.count)
         for id in definition.specialIds where id >= 0 && id < tokens.count { specialFlags[id] = true }

