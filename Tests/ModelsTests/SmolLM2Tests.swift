@@ -107,11 +107,14 @@ import TestSupport
 
     /// A second request sharing a 1,000-token prefix computes only its new tokens, and its
     /// logits equal those of the same request on a cold cache bit for bit.
-    @Test func prefixCacheSkipsSharedPrefix() throws {
+    @Test(arguments: [KVCacheDType.fp32, .int8])
+    func prefixCacheSkipsSharedPrefix(dtype: KVCacheDType) throws {
         let loaded = try Self.loaded.get()
         let shared = (0 ..< 1000).map { 100 + ($0 * 7919) % 40000 }
         let second = shared + [42, 43, 44, 45, 46]
-        let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: KVCacheOptions(memoryBytes: 256 << 20)))
+        // int8 also keeps the recent-key window's blocks (a sliding group) for the cached prefix.
+        let options = KVCacheOptions(memoryBytes: 256 << 20, dtype: dtype, maxSequences: 2)
+        let runner = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: options))
         try runner.admit(0, prompt: shared + [7, 8])
         _ = try runner.prefill(0, chunk: 512, logits: .last)
         try runner.free(0)
@@ -122,7 +125,7 @@ import TestSupport
         #expect(runner.computedTokens - before == second.count - 992)
         #expect(runner.cache.manager.prefixCacheHits >= 992)
 
-        let cold = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: KVCacheOptions(memoryBytes: 256 << 20)))
+        let cold = ModelRunner(model: loaded.model, cache: try PagedKVCache(config: loaded.config, options: options))
         try cold.admit(0, prompt: second)
         let coldLogits = try cold.prefill(0, chunk: 512, logits: .last)
         #expect(warm == coldLogits)
