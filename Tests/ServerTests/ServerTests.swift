@@ -116,7 +116,8 @@ struct ServerTests {
                 return line.flatMap { Double($0.split(separator: " ")[1]) } ?? 0
             }
             var metrics = try request(port, "GET", "/metrics")
-            for _ in 0 ..< 50 where generatedTokens(metrics) < 3 {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while generatedTokens(metrics) < 3, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
                 metrics = try request(port, "GET", "/metrics")
             }
