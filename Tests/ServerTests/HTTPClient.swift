@@ -131,8 +131,21 @@ struct HTTPResult {
     }
 }
 
-/// Sends one request and reads the whole response.
-func request(_ port: Int, _ method: String, _ path: String, body: String? = nil, headers: [String: String] = [:]) throws -> HTTPResult {
+/// Runs blocking socket work on a thread of its own. The server's handlers run on the same
+/// cooperative pool as the tests (as wide as the machine has cores), so a test blocked in
+/// `recv()` on that pool, beside another test busy computing, leaves no thread to answer it.
+func offCooperativePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}
+
+/// Sends one request and reads the whole response (off the cooperative pool).
+func request(_ port: Int, _ method: String, _ path: String, body: String? = nil, headers: [String: String] = [:]) async throws -> HTTPResult {
+    try await offCooperativePool { try blockingRequest(port, method, path, body: body, headers: headers) }
+}
+
+private func blockingRequest(_ port: Int, _ method: String, _ path: String, body: String?, headers: [String: String]) throws -> HTTPResult {
     let connection = try RawConnection(port: port)
     defer { connection.close() }
     try connection.send(method: method, path: path, body: body, headers: headers)

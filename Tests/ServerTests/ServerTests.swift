@@ -91,35 +91,35 @@ struct ServerTests {
     @Test func modelsHealthMetricsTokenize() async throws {
         let engine = try engine()
         try await withServer(ServerOptions(servedModelName: "smol")) { port in
-            #expect(try request(port, "GET", "/health").status == 200)
-            let models = try request(port, "GET", "/v1/models").json()
+            #expect(try await request(port, "GET", "/health").status == 200)
+            let models = try await request(port, "GET", "/v1/models").json()
             #expect(models["object"] as? String == "list")
             let data = try #require(models["data"] as? [[String: Any]])
             #expect(data.first?["id"] as? String == "smol")
             #expect(data.first?["object"] as? String == "model")
 
-            let tokens = try request(port, "POST", "/tokenize", body: json(["prompt": prompt])).json()
+            let tokens = try await request(port, "POST", "/tokenize", body: json(["prompt": prompt])).json()
             let ids = try #require(tokens["tokens"] as? [Int])
             #expect(ids == engine.loaded.tokenizer?.encode(prompt, addSpecialTokens: true))
             #expect(tokens["count"] as? Int == ids.count)
             #expect(tokens["max_model_len"] as? Int == engine.loaded.config.contextLength)
-            let text = try request(port, "POST", "/detokenize", body: json(["tokens": ids])).json()
+            let text = try await request(port, "POST", "/detokenize", body: json(["tokens": ids])).json()
             #expect(text["prompt"] as? String == engine.loaded.tokenizer?.decode(ids))
-            let chatTokens = try request(port, "POST", "/tokenize", body: json(["messages": [["role": "user", "content": "Hi"]]])).json()
+            let chatTokens = try await request(port, "POST", "/tokenize", body: json(["messages": [["role": "user", "content": "Hi"]]])).json()
             #expect((chatTokens["count"] as? Int ?? 0) > 2)
 
             // Generate something, then the metrics show it.
-            _ = try request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": 3, "temperature": 0]))
+            _ = try await request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": 3, "temperature": 0]))
             // The engine adds a step's generated tokens to its counters just after the step, so poll briefly.
             func generatedTokens(_ metrics: HTTPResult) -> Double {
                 let line = metrics.text.split(separator: "\n").first { $0.hasPrefix("pagoda:generation_tokens_total ") }
                 return line.flatMap { Double($0.split(separator: " ")[1]) } ?? 0
             }
-            var metrics = try request(port, "GET", "/metrics")
+            var metrics = try await request(port, "GET", "/metrics")
             let deadline = ContinuousClock.now + .seconds(20)
             while generatedTokens(metrics) < 3, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
-                metrics = try request(port, "GET", "/metrics")
+                metrics = try await request(port, "GET", "/metrics")
             }
             #expect(metrics.status == 200)
             for name in ["pagoda:num_requests_running", "pagoda:num_requests_waiting", "pagoda:kv_cache_usage_perc",
@@ -137,7 +137,7 @@ struct ServerTests {
         let reference = try await greedy(ids, maxTokens: 8)
         try await withServer(ServerOptions(servedModelName: "smol")) { port in
             // Text prompt, not streamed.
-            let result = try request(port, "POST", "/v1/completions", body: json([
+            let result = try await request(port, "POST", "/v1/completions", body: json([
                 "model": "smol", "prompt": prompt, "max_tokens": 8, "temperature": 0,
             ]))
             #expect(result.status == 200)
@@ -155,7 +155,7 @@ struct ServerTests {
             #expect(usage["total_tokens"] == ids.count + reference.tokens.count)
 
             // Token-id prompt, streamed, with usage.
-            let stream = try request(port, "POST", "/v1/completions", body: json([
+            let stream = try await request(port, "POST", "/v1/completions", body: json([
                 "prompt": ids, "max_tokens": 8, "temperature": 0, "stream": true,
                 "stream_options": ["include_usage": true],
             ]))
@@ -188,7 +188,7 @@ struct ServerTests {
             engine.loaded.tokenizer?.applyChatTemplate([ChatMessage(role: "user", content: "Say hello.")]) ?? "", addSpecialTokens: false))
         let reference = try await greedy(ids, maxTokens: 10)
         try await withServer { port in
-            let body = try request(port, "POST", "/v1/chat/completions", body: json([
+            let body = try await request(port, "POST", "/v1/chat/completions", body: json([
                 "messages": messages, "max_completion_tokens": 10, "temperature": 0,
             ])).json()
             #expect((body["id"] as? String)?.hasPrefix("chatcmpl-") == true)
@@ -199,7 +199,7 @@ struct ServerTests {
             #expect(message["content"] as? String == reference.text)
             #expect((body["usage"] as? [String: Int])?["prompt_tokens"] == ids.count)
 
-            let stream = try request(port, "POST", "/v1/chat/completions", body: json([
+            let stream = try await request(port, "POST", "/v1/chat/completions", body: json([
                 "messages": messages, "max_tokens": 10, "temperature": 0, "stream": true,
             ]))
             let chunks = try stream.eventObjects()
@@ -222,7 +222,7 @@ struct ServerTests {
 
     @Test func severalChoicesAndLogprobs() async throws {
         try await withServer { port in
-            let body = try request(port, "POST", "/v1/completions", body: json([
+            let body = try await request(port, "POST", "/v1/completions", body: json([
                 "prompt": prompt, "max_tokens": 5, "n": 2, "temperature": 0.8, "seed": 7, "logprobs": 2, "ignore_eos": true,
             ])).json()
             let choices = try #require(body["choices"] as? [[String: Any]])
@@ -238,7 +238,7 @@ struct ServerTests {
             }
 
             // Chat: logprobs true + top_logprobs, streamed with two choices.
-            let stream = try request(port, "POST", "/v1/chat/completions", body: json([
+            let stream = try await request(port, "POST", "/v1/chat/completions", body: json([
                 "messages": [["role": "user", "content": "Hi"]], "max_tokens": 4, "n": 2, "temperature": 0,
                 "logprobs": true, "top_logprobs": 3, "stream": true, "ignore_eos": true,
             ]))
@@ -264,44 +264,44 @@ struct ServerTests {
         let engine = try engine()
         let context = engine.loaded.config.contextLength
         try await withServer(ServerOptions(servedModelName: "smol", maxBodyBytes: 4096)) { port in
-            let malformed = try request(port, "POST", "/v1/completions", body: "{\"prompt\": ")
+            let malformed = try await request(port, "POST", "/v1/completions", body: "{\"prompt\": ")
             #expect(malformed.status == 400)
             _ = try errorObject(malformed)
 
-            let wrongType = try request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "temperature": "hot"]))
+            let wrongType = try await request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "temperature": "hot"]))
             #expect(wrongType.status == 400)
             #expect(try errorObject(wrongType)["param"] as? String == "temperature")
 
-            let outOfRange = try request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "top_p": 1.5]))
+            let outOfRange = try await request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "top_p": 1.5]))
             #expect(outOfRange.status == 400)
             #expect(try errorObject(outOfRange)["param"] as? String == "top_p")
 
-            let unknownModel = try request(port, "POST", "/v1/chat/completions", body: json([
+            let unknownModel = try await request(port, "POST", "/v1/chat/completions", body: json([
                 "model": "gpt-9", "messages": [["role": "user", "content": "Hi"]],
             ]))
             #expect(unknownModel.status == 404)
             #expect((try errorObject(unknownModel)["message"] as? String)?.contains("gpt-9") == true)
 
-            let tooLong = try request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": context]))
+            let tooLong = try await request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": context]))
             #expect(tooLong.status == 400)
             let message = try #require(try errorObject(tooLong)["message"] as? String)
             #expect(message.contains("\(context)"), "\(message)")
             #expect(message.contains("\(context + 6)") || message.contains("in the completion"), "\(message)")
 
-            let huge = try request(port, "POST", "/v1/completions", body: json(["prompt": String(repeating: "a ", count: 5000)]))
+            let huge = try await request(port, "POST", "/v1/completions", body: json(["prompt": String(repeating: "a ", count: 5000)]))
             #expect(huge.status == 413)
             _ = try errorObject(huge)
 
-            let noMessages = try request(port, "POST", "/v1/chat/completions", body: json(["messages": []]))
+            let noMessages = try await request(port, "POST", "/v1/chat/completions", body: json(["messages": []]))
             #expect(noMessages.status == 400)
         }
         try await withServer(ServerOptions(apiKey: "sesame")) { port in
             let body = json(["prompt": prompt, "max_tokens": 1])
-            #expect(try request(port, "POST", "/v1/completions", body: body).status == 401)
-            #expect(try request(port, "POST", "/v1/completions", body: body, headers: ["Authorization": "Bearer wrong"]).status == 401)
-            _ = try errorObject(try request(port, "GET", "/v1/models"))
-            #expect(try request(port, "POST", "/v1/completions", body: body, headers: ["Authorization": "Bearer sesame"]).status == 200)
-            #expect(try request(port, "GET", "/health").status == 200)
+            #expect(try await request(port, "POST", "/v1/completions", body: body).status == 401)
+            #expect(try await request(port, "POST", "/v1/completions", body: body, headers: ["Authorization": "Bearer wrong"]).status == 401)
+            _ = try errorObject(try await request(port, "GET", "/v1/models"))
+            #expect(try await request(port, "POST", "/v1/completions", body: body, headers: ["Authorization": "Bearer sesame"]).status == 200)
+            #expect(try await request(port, "GET", "/health").status == 200)
         }
     }
 
@@ -309,18 +309,22 @@ struct ServerTests {
     /// Dropping the stream mid-way aborts it: the engine returns to idle.
     @Test func overloadAndDisconnect() async throws {
         try await withServer(ServerOptions(maxQueue: 1)) { port in
-            let connection = try RawConnection(port: port)
-            try connection.send(method: "POST", path: "/v1/completions", body: json([
-                "prompt": prompt, "max_tokens": 400, "ignore_eos": true, "temperature": 0, "stream": true,
-            ]))
-            var received = ""
-            while received.components(separatedBy: "data: ").count < 4, let bytes = try connection.receive() {
-                received += String(decoding: bytes, as: UTF8.self)
+            let prompt = prompt
+            let (connection, received) = try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                try connection.send(method: "POST", path: "/v1/completions", body: json([
+                    "prompt": prompt, "max_tokens": 400, "ignore_eos": true, "temperature": 0, "stream": true,
+                ]))
+                var received = ""
+                while received.components(separatedBy: "data: ").count < 4, let bytes = try connection.receive() {
+                    received += String(decoding: bytes, as: UTF8.self)
+                }
+                return (connection, received)
             }
             #expect(received.hasPrefix("HTTP/1.1 200"))
             #expect(try engine().metrics.running == 1)
 
-            let refused = try request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": 1]))
+            let refused = try await request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": 1]))
             #expect(refused.status == 429)
             _ = try errorObject(refused)
 
@@ -330,7 +334,7 @@ struct ServerTests {
             #expect(metrics.kvCacheUsage == 0)
 
             // The slot is free again.
-            #expect(try request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": 1])).status == 200)
+            #expect(try await request(port, "POST", "/v1/completions", body: json(["prompt": prompt, "max_tokens": 1])).status == 200)
         }
     }
 
@@ -341,7 +345,7 @@ struct ServerTests {
         var generator = SystemRandomNumberGenerator()
         let ids = (0 ..< 1500).map { _ in Int.random(in: 1000 ..< min(vocabulary, 40000), using: &generator) }
         try await withServer(ServerOptions(keepAliveSeconds: 0.05)) { port in
-            let result = try request(port, "POST", "/v1/completions", body: json([
+            let result = try await request(port, "POST", "/v1/completions", body: json([
                 "prompt": ids, "max_tokens": 2, "temperature": 0, "stream": true,
             ]))
             let firstData = try #require(result.text.range(of: "data: "))

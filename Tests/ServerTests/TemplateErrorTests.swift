@@ -45,14 +45,14 @@ extension ServerTests {
             model: ModelLoader.load(path: folder), options: EngineOptions(cache: KVCacheOptions(memoryBytes: 4 << 20)))
         defer { engine.shutdown() }
         try await withServer(ServerOptions(servedModelName: "tiny"), engine: engine) { port in
-            let raised = try request(port, "POST", "/v1/chat/completions", body: json([
+            let raised = try await request(port, "POST", "/v1/chat/completions", body: json([
                 "messages": [["role": "system", "content": "Be brief."], ["role": "user", "content": "Hi"]], "max_tokens": 2,
             ]))
             #expect(raised.status == 400)
             #expect(try errorObject(raised)["message"] as? String == "System role not supported")
 
             // The same conversation without the system message renders and generates.
-            let fine = try request(port, "POST", "/v1/chat/completions", body: json([
+            let fine = try await request(port, "POST", "/v1/chat/completions", body: json([
                 "messages": [["role": "user", "content": "Hi"]], "max_tokens": 2, "temperature": 0, "ignore_eos": true,
             ]))
             #expect(fine.status == 200, "\(fine.text)")
