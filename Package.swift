@@ -18,9 +18,22 @@ let hostCPUFlags: [String] = {
     #endif
 }()
 
+/// Whether the building CPU has AVX-512 (32 vector registers of 16 floats): the matmul kernels
+/// choose their register tiles by it (`PAGODA_AVX512`).
+let hostHasAVX512: Bool = {
+    #if arch(x86_64) && os(Linux)
+    guard !portable, let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+    else { return false }
+    return flags.split(separator: " ").contains("avx512f")
+    #else
+    return false
+    #endif
+}()
+
 let numericSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"] + hostCPUFlags, .when(configuration: .release)),
-] + (portable ? [.define("PAGODA_PORTABLE")] : [])
+] + (portable ? [.define("PAGODA_PORTABLE")] : []) + (hostHasAVX512 ? [.define("PAGODA_AVX512")] : [])
 
 let package = Package(
     name: "Pagoda",

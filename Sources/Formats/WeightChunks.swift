@@ -142,8 +142,10 @@ func fiveBitLanes(_ q: SIMD16<UInt8>, high: Bool, _ qh: UInt32, from first: Int,
     let bits = high ? q &>> 4 : q & 0x0F
     var wide = SIMD16<UInt32>()
     for i in 0..<16 { wide[i] = UInt32(bits[i]) }
-    let shifts = SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) &+ UInt32(first)
-    wide |= ((SIMD16<UInt32>(repeating: qh) &>> shifts) & 1) &<< 4
+    // Bit `first + i` moved to bit 4 + i first, so each lane needs one shift and one mask.
+    let aligned = first >= 4 ? qh &>> UInt32(first &- 4) : qh &<< UInt32(4 &- first)
+    let shifts = SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    wide |= (SIMD16<UInt32>(repeating: aligned) &>> shifts) & 0x10
     var r = SIMD16<Float>()
     for i in 0..<16 { r[i] = Float(Int32(bitPattern: wide[i]) &- bias) }
     return r

@@ -66,10 +66,24 @@ public enum MatMul {
     static func horizontalSum(_ v: SIMD16<Float>) -> Float {
         var s8 = SIMD8<Float>()
         for i in 0..<8 { s8[i] = v[i] + v[i &+ 8] }
+        return horizontalSum(s8)
+    }
+
+    @inline(__always)
+    static func horizontalSum(_ s8: SIMD8<Float>) -> Float {
         var s4 = SIMD4<Float>()
         for i in 0..<4 { s4[i] = s8[i] + s8[i &+ 4] }
         return (s4[0] + s4[2]) + (s4[1] + s4[3])
     }
+
+    /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
+    /// fill 32 vector registers: AVX-512). With 16 registers (AVX2) or NEON's 32 of 128 bits they
+    /// would spill, so there the accumulators are 8 lanes wide and the tile is one row x 8 tokens.
+    #if PAGODA_AVX512
+    static let twoRowTiles = true
+    #else
+    static let twoRowTiles = false
+    #endif
 }
 
 /// The tiles `range` of the concatenated products, on one thread.
@@ -163,11 +177,16 @@ private struct Product {
             var t = 0
             while t + 8 <= tokens {
                 var row = first
-                while row + 2 <= last {
-                    rows2Tokens8(D.self, row: row, token: t)
-                    row += 2
+                if MatMul.twoRowTiles {
+                    while row + 2 <= last {
+                        rows2Tokens8(D.self, row: row, token: t)
+                        row += 2
+                    }
                 }
-                if row < last { tokens8(D.self, row: row, token: t) }
+                while row < last {
+                    tokens8(D.self, row: row, token: t)
+                    row += 1
+                }
                 t += 8
             }
             if t + 4 <= tokens {
@@ -190,8 +209,12 @@ private struct Product {
         }
     }
 
-    /// One (row, token) dot product in progress.
+    /// One (row, token) dot product in progress: one vector register of lanes (see `twoRowTiles`).
+    #if PAGODA_AVX512
     typealias Accumulator = SIMD16<Float>
+    #else
+    typealias Accumulator = SIMD8<Float>
+    #endif
 
     /// `acc += w · x[0..<32]`, low half then high half.
     @inline(__always)
@@ -202,7 +225,12 @@ private struct Product {
     /// The same with the input's two halves already loaded (shared between rows).
     @inline(__always)
     func accumulate(_ acc: inout Accumulator, _ w: (low: SIMD16<Float>, high: SIMD16<Float>), _ low: SIMD16<Float>, _ high: SIMD16<Float>) {
+        #if PAGODA_AVX512
         acc = acc.addingProduct(w.low, low).addingProduct(w.high, high)
+        #else
+        acc = acc.addingProduct(w.low.lowHalf, low.lowHalf).addingProduct(w.low.highHalf, low.highHalf)
+            .addingProduct(w.high.lowHalf, high.lowHalf).addingProduct(w.high.highHalf, high.highHalf)
+        #endif
     }
 
     @inline(__always)

@@ -533,12 +533,15 @@ struct AttentionKernel<E: KVElement> {
             for j in jLo ... jHi { weights[j] = softCap * tanhf(weights[j] / softCap) }
             scores = Vector.load16(weights)
         }
-        let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-        let masked = (lanes .< Int32(jLo)) .| (lanes .> Int32(jHi))
-        scores.replace(with: -.infinity, where: masked)
+        if jLo > 0 || jHi < Self.keyTile - 1 {
+            // Float lane indices: masks of float comparisons vectorize, those of Int32 ones do not.
+            let lanes = SIMD16<Float>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+            scores.replace(with: -.infinity, where: lanes .< Float(jLo))
+            scores.replace(with: -.infinity, where: lanes .> Float(jHi))
+        }
 
         let oldMax = state[0]
-        let newMax = max(oldMax, scores.max())
+        let newMax = max(oldMax, treeMax(scores))
         let correction = expf(oldMax - newMax)
         let p = exp16(scores - SIMD16(repeating: newMax))
         state[0] = newMax
@@ -613,6 +616,18 @@ func treeSum(_ v: SIMD16<Float>) -> Float {
     let b = a.lowHalf + a.highHalf
     let c = b.lowHalf + b.highHalf
     return c[0] + c[1]
+}
+
+/// The largest lane of `v` as a fixed tree of selects, which compile to vector max instructions
+/// (`SIMD.max()` and `pointwiseMax` stay scalar or out-of-line calls). NaN-free inputs only.
+@inline(__always)
+func treeMax(_ v: SIMD16<Float>) -> Float {
+    var a = SIMD8<Float>()
+    for i in 0..<8 { a[i] = v[i] > v[i &+ 8] ? v[i] : v[i &+ 8] }
+    var b = SIMD4<Float>()
+    for i in 0..<4 { b[i] = a[i] > a[i &+ 4] ? a[i] : a[i &+ 4] }
+    let c = b[0] > b[2] ? b[0] : b[2], d = b[1] > b[3] ? b[1] : b[3]
+    return c > d ? c : d
 }
 
 /// `exp(x)` per lane (Cephes polynomial, ~1 ulp); lanes below -87.3 (masked keys at -inf) give exactly 0.
