@@ -53,7 +53,8 @@ let package = Package(
         .target(name: "Formats", swiftSettings: numericSettings),
         .target(name: "Tokenizers", dependencies: ["Formats"]),
         .target(name: "Cache"),
-        .target(name: "Kernels", dependencies: ["Formats"], swiftSettings: numericSettings),
+        .target(name: "Int8Dot", cSettings: [.unsafeFlags(["-O3"] + hostCPUFlags.filter { $0 != "-Xcc" })]),
+        .target(name: "Kernels", dependencies: ["Formats", "Int8Dot"], swiftSettings: numericSettings),
         .target(name: "Models", dependencies: ["Formats", "Kernels", "Cache", "Tokenizers"], swiftSettings: numericSettings),
         .target(name: "Engine", dependencies: ["Models", "Cache", "Tokenizers", "Kernels"]),
         .target(

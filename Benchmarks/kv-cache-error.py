@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Logit error of the lossy KV cache types against the exact fp32 cache on the default model.
+"""Logit error of the lossy modes (KV cache types, int8 activations) against the exact default
+(fp32 KV cache, fp32 activations) on the default model.
 
-For each SmolLM2 fixture prompt plus its first 16 greedy tokens, runs `pagoda score` with
-`--kv-cache-dtype fp32` and with each lossy type, and compares the top-10 logits (by id) at every
-position. Prints max and mean absolute error per type. Usage:
+For each SmolLM2 fixture prompt plus its first 16 greedy tokens, runs `pagoda score` in the exact
+mode and in each lossy one, and compares the top-10 logits (by id) at every position. Prints max
+and mean absolute error per mode. Usage:
 
     swift build -c release --product pagoda
-    python3 Benchmarks/kv-cache-error.py [f16 bf16 int8 int8:0 int8:16 ...]
+    python3 Benchmarks/kv-cache-error.py [f16 bf16 int8 int8:0 int8:16 act:int8 ...]
 
-`int8:N` sets `--kv-int8-recent N` (each query's N most recent keys read from float32; int8 alone
-uses the default, 64). Also prints, per type, the prompts whose 16 greedy tokens (teacher-forced
-along the reference continuation) differ from the reference.
+A KV cache type alone (`f16`, `int8`, ...) sets `--kv-cache-dtype`; `int8:N` also sets
+`--kv-int8-recent N` (each query's N most recent keys read from float32; int8 alone uses the
+default, 64); `act:int8` sets `--activations int8` (with the fp32 cache). Also prints, per mode,
+the prompts whose 16 greedy tokens (teacher-forced along the reference continuation) differ from
+the reference, and the share of prompt positions whose argmax differs from transformers'
+(the fixture's `argmax`), the measure the fixtures README gives for llama.cpp.
 """
 import json
 import os
@@ -22,11 +26,16 @@ PAGODA = os.path.join(ROOT, ".build", "release", "pagoda")
 REFERENCE = os.path.join(ROOT, "Tests", "Fixtures", "smollm2-135m", "reference.json")
 
 
-def score(ids, spec):
+def flags(spec):
+    if spec.startswith("act:"):
+        return ["--activations", spec[4:]]
     dtype, _, recent = spec.partition(":")
-    extra = ["--kv-int8-recent", recent] if recent else []
+    return ["--kv-cache-dtype", dtype] + (["--kv-int8-recent", recent] if recent else [])
+
+
+def score(ids, spec):
     out = subprocess.run(
-        [PAGODA, "score", "--tokens", ",".join(map(str, ids)), "--top", "50", "--json", "--kv-cache-dtype", dtype] + extra,
+        [PAGODA, "score", "--tokens", ",".join(map(str, ids)), "--top", "50", "--json"] + flags(spec),
         capture_output=True, text=True, check=True).stdout
     return json.loads(out)["positions"]
 
@@ -38,9 +47,12 @@ def main():
     for dtype in dtypes:
         errors = []
         flipped = []
+        argmax_differs = positions = 0
         for p in prompts:
             lossy = score(p["ids"] + p["greedy"]["ids"][:16], dtype)
             n = len(p["ids"])
+            argmax_differs += sum(lossy[i]["argmax"] != p["argmax"][i] for i in range(n))
+            positions += n
             steps = [lossy[n - 1 + i]["argmax"] for i in range(16)]
             if steps != p["greedy"]["ids"][:16]:
                 first = next(i for i, (a, b) in enumerate(zip(steps, p["greedy"]["ids"])) if a != b)
@@ -50,7 +62,8 @@ def main():
                 common = [k for k in da if k in db][:10]
                 errors.append(max(abs(da[k] - db[k]) for k in common))
         print(f"{dtype:8s} max abs logit error {max(errors):.4f}  mean {sum(errors) / len(errors):.4f}  "
-              f"({len(errors)} positions)  greedy differs: {', '.join(flipped) or 'none'}")
+              f"({len(errors)} positions)  greedy differs: {', '.join(flipped) or 'none'}  "
+              f"prompt argmax differs from transformers: {argmax_differs}/{positions} ({100 * argmax_differs / positions:.1f}%)")
 
 
 if __name__ == "__main__":

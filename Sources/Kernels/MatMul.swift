@@ -1,4 +1,15 @@
 import Formats
+import Int8Dot
+
+/// The precision of the activations a matrix product reads.
+public enum ActivationPrecision: String, Sendable, CaseIterable {
+    /// Exact: float32 activations against the (decoded) weights. The default.
+    case fp32
+    /// Lossy and faster: activations quantized to 8 bits per 32 values (one float scale each, as
+    /// llama.cpp's Q8_0/Q8_1) and multiplied with the weights' integers. Weight types without an
+    /// int8 kernel keep float32 activations.
+    case int8
+}
 
 /// Dense products of float32 activations with weight matrices of any stored type.
 ///
@@ -51,6 +62,14 @@ public enum MatMul {
         pool.parallelFor(products.totalTiles, ProductJob(products: products, pool: pool))
     }
 
+    /// Whether `type` has an integer kernel for 8-bit activations.
+    static func hasInt8Kernel(_ type: GGMLType) -> Bool {
+        switch type {
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: true
+        default: false
+        }
+    }
+
     /// Whether `type` has a register decoder for rows of `cols` elements (else rows are
     /// dequantized into scratch).
     static func hasRegisterDecoder(_ type: GGMLType, cols: Int) -> Bool {
@@ -92,12 +111,19 @@ private struct ProductJob: RangeJob {
     let pool: WorkerPool
 
     func run(range: Range<Int>, thread: Int) {
+        // Products of one region share their input: a thread quantizes it once, for all the
+        // products that want int8 activations (each thread its own copy: no barrier needed, and
+        // the input is small beside the weights).
+        var quantized: UnsafeRawPointer?
         var start = 0
         for index in 0 ..< products.count {
             let product = products[index]
             let count = product.tiles
             let lower = max(range.lowerBound - start, 0), upper = min(range.upperBound - start, count)
-            if lower < upper { product.work(tiles: lower ..< upper, thread: thread, pool: pool) }
+            if lower < upper {
+                if product.weight.int8Activations && quantized == nil { quantized = product.quantizedInput(thread: thread, pool: pool) }
+                product.work(tiles: lower ..< upper, thread: thread, pool: pool, quantized: quantized)
+            }
             start += count
         }
     }
@@ -149,9 +175,21 @@ private struct Product {
     /// Tiles of four rows.
     var tiles: Int { (weight.rows + MatMul.rowTile - 1) / MatMul.rowTile }
 
+    /// The input quantized to 8 bits (`pagoda_i8_quantize`'s layout), in the thread's byte scratch.
+    func quantizedInput(thread: Int, pool: WorkerPool) -> UnsafeRawPointer {
+        let cols = weight.cols
+        let buffer = pool.byteScratch(thread: thread, count: tokens * pagoda_i8_row_bytes(cols))
+        pagoda_i8_quantize(input, cols, tokens, cols, buffer.assumingMemoryBound(to: UInt8.self))
+        return UnsafeRawPointer(buffer)
+    }
+
     /// Computes the rows of tiles `tiles` (four rows each) for every token.
-    func work(tiles: Range<Int>, thread: Int, pool: WorkerPool) {
+    func work(tiles: Range<Int>, thread: Int, pool: WorkerPool, quantized: UnsafeRawPointer?) {
         let rows = tiles.lowerBound * MatMul.rowTile ..< min(weight.rows, tiles.upperBound * MatMul.rowTile)
+        if weight.int8Activations, let quantized {
+            workInt8(rows: rows, quantized: quantized.assumingMemoryBound(to: UInt8.self))
+            return
+        }
         switch weight.type {
         case .f32 where weight.cols % 32 == 0: work(F32Chunks.self, rows: rows)
         case .f16 where weight.cols % 32 == 0: work(F16Chunks.self, rows: rows)
@@ -422,6 +460,22 @@ private struct Product {
             }
         }
         store(a, row: row, token: token)
+    }
+
+    /// Integer dot products with the 8-bit input, one row against up to four tokens per call
+    /// (each weight block unpacked once per four tokens).
+    private func workInt8(rows: Range<Int>, quantized: UnsafePointer<UInt8>) {
+        let cols = weight.cols, rowBytes = pagoda_i8_row_bytes(cols)
+        let blocks = cols / weight.blockElements, type = Int32(weight.type.rawValue)
+        for row in rows {
+            let start = weight.rowStart(row).assumingMemoryBound(to: UInt8.self), blockStride = weight.blockStride(row)
+            var t = 0
+            while t < tokens {
+                let count = min(4, tokens - t)
+                pagoda_i8_dot(type, start, blockStride, blocks, quantized + t * rowBytes, rowBytes, count, output + t * stride + row, stride)
+                t += count
+            }
+        }
     }
 
     /// Types without a register decoder (Q2_K, Q3_K; float rows whose length is not a multiple

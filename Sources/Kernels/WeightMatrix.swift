@@ -30,6 +30,9 @@ public struct WeightMatrix: @unchecked Sendable {
     let base: UnsafeRawPointer
     /// Keeps the memory mapping (or the repacked copy) alive.
     let owner: AnyObject
+    /// Whether products with this matrix quantize their input to 8 bits and use integer dot
+    /// products (`--activations int8`; only types with an int8 kernel, see `using(activations:)`).
+    public private(set) var int8Activations = false
 
     /// Rows that belong to full interleaved tiles.
     @inline(__always)
@@ -118,6 +121,14 @@ public struct WeightMatrix: @unchecked Sendable {
             _ = madvise(pointer, end - first, MADV_DONTNEED)
         }
         #endif
+    }
+
+    /// This matrix multiplied with activations of `precision`: `.int8` takes effect for the types
+    /// with an int8 kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); the others keep float32 activations.
+    public func using(activations precision: ActivationPrecision) -> WeightMatrix {
+        var copy = self
+        copy.int8Activations = precision == .int8 && MatMul.hasInt8Kernel(type)
+        return copy
     }
 
     /// Bytes between consecutive blocks of one row, which begins at `rowStart(row)`.

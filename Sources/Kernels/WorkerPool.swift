@@ -19,6 +19,8 @@ public final class WorkerPool: @unchecked Sendable {
     /// Per-thread scratch buffers, grown on demand (never per token once warm).
     private var scratch: [UnsafeMutablePointer<Float>?]
     private var scratchCounts: [Int]
+    private var byteScratch: [UnsafeMutableRawPointer?]
+    private var byteScratchCounts: [Int]
 
     /// A pool of `threads` threads (default: every core this process may use).
     public init(threads: Int = WorkerPool.availableCores) {
@@ -27,6 +29,8 @@ public final class WorkerPool: @unchecked Sendable {
         pthread_mutex_init(&callerLock, nil)
         scratch = Array(repeating: nil, count: threadCount)
         scratchCounts = Array(repeating: 0, count: threadCount)
+        byteScratch = Array(repeating: nil, count: threadCount)
+        byteScratchCounts = Array(repeating: 0, count: threadCount)
         for index in 1 ..< threadCount {
             let context = Unmanaged.passRetained(WorkerContext(shared: shared, index: index)).toOpaque()
             var thread = pthread_t()
@@ -49,6 +53,7 @@ public final class WorkerPool: @unchecked Sendable {
         shared.stop()
         for thread in workerThreads { pthread_join(thread, nil) }
         for buffer in scratch { buffer?.deallocate() }
+        for buffer in byteScratch { buffer?.deallocate() }
         pthread_mutex_destroy(&callerLock)
     }
 
@@ -113,6 +118,19 @@ public final class WorkerPool: @unchecked Sendable {
             let upper = count * (index + 1) / parts
             if lower < upper { body(lower ..< upper, index) }
         }
+    }
+
+    /// A second per-thread scratch buffer, of at least `count` bytes (int8 activations), so a
+    /// region may use both.
+    public func byteScratch(thread index: Int, count: Int) -> UnsafeMutableRawPointer {
+        if byteScratchCounts[index] < count {
+            byteScratch[index]?.deallocate()
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
+            byteScratch[index] = buffer
+            byteScratchCounts[index] = count
+            return buffer
+        }
+        return byteScratch[index].unsafelyUnwrapped
     }
 
     /// A scratch buffer of at least `count` floats owned by thread `index`, for use inside `run`.

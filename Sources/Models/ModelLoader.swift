@@ -14,8 +14,9 @@ public struct LoadedModel: Sendable {
 /// Opens GGUF files and Hugging Face folders (config.json, tokenizer.json, *.safetensors).
 public enum ModelLoader {
     /// Loads the model at `path`: a `.gguf` file, or a folder with `config.json`.
-    /// `pool` runs the kernels (default: one thread per core).
-    public static func load(path: String, pool: WorkerPool = WorkerPool()) throws -> LoadedModel {
+    /// `pool` runs the kernels (default: one thread per core); `activations` is the precision of
+    /// the matrix products' inputs (`.int8` is lossy, for speed).
+    public static func load(path: String, pool: WorkerPool = WorkerPool(), activations: ActivationPrecision = .fp32) throws -> LoadedModel {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw FormatError(path, "no such file or folder")
@@ -27,14 +28,18 @@ public enum ModelLoader {
             }
             let config = try ModelConfig(huggingFaceConfig: configPath)
             let source = try SafetensorsFolder(folder: path)
-            let model = try makeModel(config: config, names: WeightNames(scheme: .huggingFace, source: source, config: config), pool: pool)
+            var names = WeightNames(scheme: .huggingFace, source: source, config: config)
+            names.activations = activations
+            let model = try makeModel(config: config, names: names, pool: pool)
             let hasTokenizer = FileManager.default.fileExists(atPath: path + "/tokenizer.json")
             let tokenizer = hasTokenizer ? try Tokenizer.fromHuggingFace(folder: path) : nil
             return LoadedModel(model: model, tokenizer: tokenizer, path: path)
         }
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
-        let model = try makeModel(config: config, names: WeightNames(scheme: .gguf, source: file, config: config), pool: pool)
+        var names = WeightNames(scheme: .gguf, source: file, config: config)
+        names.activations = activations
+        let model = try makeModel(config: config, names: names, pool: pool)
         let tokenizer = try Tokenizer.fromGGUF(file, fallbackChat: ChatFallback.format(for: file, family: config.family))
         return LoadedModel(model: model, tokenizer: tokenizer, path: path)
     }

@@ -12,6 +12,8 @@ struct WeightNames {
     var familyNames: [String: String] = [:]
     /// Added to every norm weight read with `norm` (Hugging Face Gemma's `1 + w`).
     var normOffset: Float = 0
+    /// The activations every matrix read from the file is multiplied with.
+    var activations: ActivationPrecision = .fp32
 
     /// Hugging Face names of the Llama layout, by GGUF role.
     static let huggingFaceNames: [String: String] = [
@@ -73,7 +75,7 @@ struct WeightNames {
 
     /// A matrix `[rows, cols]`, checked against the expected shape.
     func matrix(_ role: String, layer: Int? = nil, rows: Int, cols: Int) throws -> WeightMatrix {
-        try Self.checked(try WeightMatrix(try tensor(role, layer: layer)), rows: rows, cols: cols, path: source.sourcePath)
+        try checked(try WeightMatrix(try tensor(role, layer: layer)), rows: rows, cols: cols, path: source.sourcePath)
     }
 
     /// The `[rows, cols]` matrix of each of `count` experts: slices of one stacked
@@ -89,11 +91,11 @@ struct WeightNames {
                 guard let slice = stacked.slice(e) else {
                     throw FormatError(stacked.path, "tensor '\(stacked.name)' cannot be split into \(count) experts")
                 }
-                return try Self.checked(try WeightMatrix(slice), rows: rows, cols: cols, path: stacked.path)
+                return try checked(try WeightMatrix(slice), rows: rows, cols: cols, path: stacked.path)
             }
         case .huggingFace:
             return try (0 ..< count).map { e in
-                try Self.checked(try WeightMatrix(try tensor(role, layer: layer, expert: e)), rows: rows, cols: cols, path: source.sourcePath)
+                try checked(try WeightMatrix(try tensor(role, layer: layer, expert: e)), rows: rows, cols: cols, path: source.sourcePath)
             }
         }
     }
@@ -102,6 +104,10 @@ struct WeightNames {
     func expertVectors(_ role: String, layer: Int, count: Int, length: Int) throws -> [[Float]] {
         let all = try vector(role, layer: layer, count: count * length)
         return (0 ..< count).map { Array(all[$0 * length ..< ($0 + 1) * length]) }
+    }
+
+    func checked(_ m: WeightMatrix, rows: Int, cols: Int, path: String) throws -> WeightMatrix {
+        try Self.checked(m.using(activations: activations), rows: rows, cols: cols, path: path)
     }
 
     static func checked(_ m: WeightMatrix, rows: Int, cols: Int, path: String) throws -> WeightMatrix {

@@ -34,6 +34,7 @@ struct BenchModel: ParsableCommand {
     var repetitions: Int = 5
 
     @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup var activationOptions: ActivationOptions
 
     @Flag(help: "Print JSON: {\"results\": [{\"test\", \"threads\", \"tokens_per_s\", \"stddev\"}], \"peak_rss_bytes\"}.")
     var json = false
@@ -54,7 +55,7 @@ struct BenchModel: ParsableCommand {
         if !json { print("model: \(path)") }
         for threadCount in threadCounts {
             let pool = WorkerPool(threads: threadCount)
-            let loaded = try ModelLoader.load(path: path, pool: pool)
+            let loaded = try ModelLoader.load(path: path, pool: pool, activations: activationOptions.precision)
             streamedBytes = loaded.model.streamedWeightBytes
             let needed = (promptLengths + generatedCounts).max() ?? 1
             // As llama-bench sizes its context to the test, the default cache holds the longest test.

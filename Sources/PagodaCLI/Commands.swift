@@ -15,7 +15,7 @@ enum DefaultModelPath {
 
 /// Loads the model and insists on a tokenizer (needed to turn text into ids and back).
 func loadWithTokenizer(_ options: ModelOptions) throws -> (LoadedModel, Tokenizer) {
-    let loaded = try ModelLoader.load(path: options.resolvedPath(), pool: WorkerPool(threads: options.threads ?? WorkerPool.availableCores))
+    let loaded = try ModelLoader.load(path: options.resolvedPath(), pool: WorkerPool(threads: options.threads ?? WorkerPool.availableCores), activations: options.activationOptions.precision)
     guard let tokenizer = loaded.tokenizer else {
         throw FormatError(loaded.path, "the model has no tokenizer (tokenizer.json or GGUF tokenizer metadata)")
     }
@@ -176,7 +176,7 @@ struct Score: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let loaded = try ModelLoader.load(path: options.resolvedPath(), pool: WorkerPool(threads: options.threads ?? WorkerPool.availableCores))
+            let loaded = try ModelLoader.load(path: options.resolvedPath(), pool: WorkerPool(threads: options.threads ?? WorkerPool.availableCores), activations: options.activationOptions.precision)
             let ids: [Int]
             if let tokens {
                 ids = try tokens.split(separator: ",").map { part in

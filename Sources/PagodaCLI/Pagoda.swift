@@ -23,6 +23,8 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Worker threads for the kernels (default: one per core).")
     var threads: Int?
 
+    @OptionGroup var activationOptions: ActivationOptions
+
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 {
             throw ValidationError("--threads must be between 1 and 1024, got \(threads)")
@@ -38,6 +40,20 @@ struct ModelOptions: ParsableArguments {
         }
         return model
     }
+}
+
+/// `--activations fp32|int8`, for every command that loads a model.
+struct ActivationOptions: ParsableArguments {
+    @Option(help: "Matrix-product inputs: fp32 (exact, the default) or int8 (8-bit blocks and integer dot products for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights: faster, lossy).")
+    var activations: String = ActivationPrecision.fp32.rawValue
+
+    func validate() throws {
+        guard ActivationPrecision(rawValue: activations) != nil else {
+            throw ValidationError("--activations must be one of \(ActivationPrecision.allCases.map(\.rawValue).joined(separator: ", ")), got '\(activations)'")
+        }
+    }
+
+    var precision: ActivationPrecision { ActivationPrecision(rawValue: activations) ?? .fp32 }
 }
 
 /// KV cache options shared by every command that runs the model.

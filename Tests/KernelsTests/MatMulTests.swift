@@ -113,3 +113,99 @@ func randomWeightBytes(_ type: GGMLType, rows: Int, cols: Int, rng: inout Seeded
         #expect(middle.map(\.bitPattern) == Array(batched[3 * rows ..< 10 * rows]).map(\.bitPattern), "\(type) tokens 3..<10")
     }
 }
+
+/// `--activations int8`: each kernel against a float64 product of the dequantized weights with
+/// the activations as the kernel sees them (quantized per 32 values: scale max |x| / 127, round to
+/// nearest even), so the integer arithmetic itself is checked tightly; then against the exact
+/// product, with the error that 8-bit activations are expected to bring.
+@Suite struct Int8ActivationTests {
+    static let types: [GGMLType] = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0]
+
+    /// The activations after 8-bit quantization, as floats.
+    static func quantized(_ x: [Float], cols: Int) -> [Float] {
+        var out = x
+        for start in stride(from: 0, to: x.count, by: 32) {
+            let block = x[start ..< start + 32]
+            let amax = block.map(abs).max() ?? 0
+            let scale = amax / 127, inverse: Float = amax != 0 ? 127 / amax : 0
+            for i in start ..< start + 32 { out[i] = (x[i] * inverse).rounded(.toNearestOrEven) * scale }
+        }
+        return out
+    }
+
+    @Test(arguments: types)
+    func matchesQuantizedActivationProduct(_ type: GGMLType) throws {
+        var rng = SeededGenerator(seed: UInt64(type.rawValue) + 31)
+        // 18 blocks per row: two groups of eight and a tail of two, as SmolLM2's 576 columns.
+        let rows = 37, cols = 576, tokens = 11
+        let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
+                                      bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)).using(activations: .int8)
+        #expect(weight.int8Activations)
+        let input = (0 ..< tokens * cols).map { _ in rng.symmetric(2) }
+        let seen = Self.quantized(input, cols: cols)
+        var dequantized = [Float](repeating: 0, count: rows * cols)
+        dequantized.withUnsafeMutableBufferPointer { out in
+            for r in 0 ..< rows { weight.dequantizeRow(r, into: out.baseAddress! + r * cols) }
+        }
+        var output = [Float](repeating: .nan, count: tokens * rows)
+        input.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                MatMul.multiply(x.baseAddress!, tokens: tokens, by: weight, into: y.baseAddress!, pool: WorkerPool(threads: 2))
+            }
+        }
+        var worstKernel = 0.0, worstExact = 0.0
+        for t in 0 ..< tokens {
+            for r in 0 ..< rows {
+                var kernel = 0.0, exact = 0.0, magnitude = 0.0
+                for c in 0 ..< cols {
+                    let w = Double(dequantized[r * cols + c])
+                    kernel += Double(seen[t * cols + c]) * w
+                    exact += Double(input[t * cols + c]) * w
+                    magnitude += abs(Double(input[t * cols + c]) * w)
+                }
+                let got = Double(output[t * rows + r])
+                worstKernel = max(worstKernel, abs(got - kernel) / max(magnitude, 1e-30))
+                worstExact = max(worstExact, abs(got - exact) / max(magnitude, 1e-30))
+            }
+        }
+        #expect(worstKernel < 2e-6, "\(type): worst error against the quantized-activation product \(worstKernel)")
+        // Rounding each activation to 1/254 of its block's range: a few 1e-3 of sum |w x| at most.
+        #expect(worstExact < 1e-2, "\(type): worst error against the exact product \(worstExact)")
+        #expect(worstExact > 1e-6, "\(type): int8 activations should not be exact")
+    }
+
+    /// A token's outputs are bitwise the same alone, inside any batch, and with any thread count.
+    @Test(arguments: types)
+    func batchAndThreadInvariant(_ type: GGMLType) throws {
+        var rng = SeededGenerator(seed: UInt64(type.rawValue) + 77)
+        let rows = 44, cols = 320, tokens = 13
+        let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
+                                      bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)).using(activations: .int8)
+        let input = (0 ..< tokens * cols).map { _ in rng.symmetric(1) }
+        func product(tokens range: Range<Int>, threads: Int) -> [Float] {
+            var output = [Float](repeating: .nan, count: range.count * rows)
+            input.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    MatMul.multiply(x.baseAddress! + range.lowerBound * cols, tokens: range.count, by: weight,
+                                    into: y.baseAddress!, pool: WorkerPool(threads: threads))
+                }
+            }
+            return output
+        }
+        let batched = product(tokens: 0 ..< tokens, threads: 2)
+        #expect(product(tokens: 0 ..< tokens, threads: 1).map(\.bitPattern) == batched.map(\.bitPattern))
+        for t in [0, 5, 8, 12] {
+            let alone = product(tokens: t ..< t + 1, threads: 1)
+            #expect(alone.map(\.bitPattern) == Array(batched[t * rows ..< (t + 1) * rows]).map(\.bitPattern), "\(type) token \(t)")
+        }
+    }
+
+    @Test func typesWithoutAnInt8KernelKeepFloatActivations() throws {
+        for type: GGMLType in [.f32, .f16, .q4_K, .q6_K] {
+            var rng = SeededGenerator(seed: 5)
+            let weight = try WeightMatrix(name: "w", type: type, rows: 4, cols: 256,
+                                          bytes: randomWeightBytes(type, rows: 4, cols: 256, rng: &rng)).using(activations: .int8)
+            #expect(!weight.int8Activations, "\(type)")
+        }
+    }
+}
