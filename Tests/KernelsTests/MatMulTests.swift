@@ -47,6 +47,18 @@ func randomWeightBytes(_ type: GGMLType, rows: Int, cols: Int, rng: inout Seeded
     return bytes
 }
 
+/// `weight` times the rows `tokens` of `input` (`[_, weight.cols]`), on a pool of `threads`.
+func multiplied(_ input: [Float], tokens range: Range<Int>, by weight: WeightMatrix, threads: Int) -> [Float] {
+    var output = [Float](repeating: .nan, count: range.count * weight.rows)
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in
+            MatMul.multiply(x.baseAddress! + range.lowerBound * weight.cols, tokens: range.count, by: weight,
+                            into: y.baseAddress!, pool: WorkerPool(threads: threads))
+        }
+    }
+    return output
+}
+
 @Suite struct MatMulTests {
     static let types: [GGMLType] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .mxfp4]
 
@@ -94,14 +106,7 @@ func randomWeightBytes(_ type: GGMLType, rows: Int, cols: Int, rng: inout Seeded
                                       bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(1) }
         func product(tokens range: Range<Int>, threads: Int) -> [Float] {
-            var output = [Float](repeating: .nan, count: range.count * rows)
-            input.withUnsafeBufferPointer { x in
-                output.withUnsafeMutableBufferPointer { y in
-                    MatMul.multiply(x.baseAddress! + range.lowerBound * cols, tokens: range.count, by: weight,
-                                    into: y.baseAddress!, pool: WorkerPool(threads: threads))
-                }
-            }
-            return output
+            multiplied(input, tokens: range, by: weight, threads: threads)
         }
         let batched = product(tokens: 0 ..< tokens, threads: 2)
         #expect(product(tokens: 0 ..< tokens, threads: 1).map(\.bitPattern) == batched.map(\.bitPattern))
@@ -183,14 +188,7 @@ func randomWeightBytes(_ type: GGMLType, rows: Int, cols: Int, rng: inout Seeded
                                       bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)).using(activations: .int8)
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(1) }
         func product(tokens range: Range<Int>, threads: Int) -> [Float] {
-            var output = [Float](repeating: .nan, count: range.count * rows)
-            input.withUnsafeBufferPointer { x in
-                output.withUnsafeMutableBufferPointer { y in
-                    MatMul.multiply(x.baseAddress! + range.lowerBound * cols, tokens: range.count, by: weight,
-                                    into: y.baseAddress!, pool: WorkerPool(threads: threads))
-                }
-            }
-            return output
+            multiplied(input, tokens: range, by: weight, threads: threads)
         }
         let batched = product(tokens: 0 ..< tokens, threads: 2)
         #expect(product(tokens: 0 ..< tokens, threads: 1).map(\.bitPattern) == batched.map(\.bitPattern))
