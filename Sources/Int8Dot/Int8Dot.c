@@ -176,8 +176,8 @@ ALWAYS_INLINE float block_offset(const int type, const uint8_t *block, float d) 
 ALWAYS_INLINE void dot_tile(const int type, const size_t tokens, const uint8_t *w, size_t block_stride, size_t blocks,
                             const uint8_t *x, size_t x_stride, float *out, size_t out_stride) {
     const int hasOffset = type != PAGODA_I8_Q8_0;
-    __m256 acc[PAGODA_I8_TILE], offsetAcc[PAGODA_I8_TILE];
-    for (size_t t = 0; t < tokens; t++) { acc[t] = _mm256_setzero_ps(); offsetAcc[t] = _mm256_setzero_ps(); }
+    __m256 acc[PAGODA_I8_TILE];
+    for (size_t t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     size_t b = 0;
     for (; b + 8 <= blocks; b += 8) {
         const uint8_t *group = w + b * block_stride;
@@ -195,7 +195,7 @@ ALWAYS_INLINE void dot_tile(const int type, const size_t tokens, const uint8_t *
             for (int j = 0; j < 8; j++) sums[j] = block_products(type, q[j], _mm256_loadu_si256((const __m256i *)(row + 32 * (b + j))));
             const __m256 scale = _mm256_mul_ps(dw, _mm256_loadu_ps(scales + b));
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum_lanes8(sums)), acc[t]);
-            if (hasOffset) offsetAcc[t] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(scales + blocks + b), offsetAcc[t]);
+            if (hasOffset) acc[t] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(scales + blocks + b), acc[t]);
         }
     }
     float tail[PAGODA_I8_TILE] = {0};
@@ -214,7 +214,7 @@ ALWAYS_INLINE void dot_tile(const int type, const size_t tokens, const uint8_t *
             if (hasOffset) tail[t] += mw * scales[blocks + b];
         }
     }
-    for (size_t t = 0; t < tokens; t++) out[t * out_stride] = horizontal_sum(_mm256_add_ps(acc[t], offsetAcc[t])) + tail[t];
+    for (size_t t = 0; t < tokens; t++) out[t * out_stride] = horizontal_sum(acc[t]) + tail[t];
 }
 
 ALWAYS_INLINE int dot_type(int type, const size_t tokens, const uint8_t *w, size_t block_stride, size_t blocks,

@@ -98,6 +98,13 @@ public enum MatMul {
     /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
     /// fill 32 vector registers: AVX-512). With 16 registers (AVX2) or NEON's 32 of 128 bits they
     /// would spill, so there the accumulators are 8 lanes wide and the tile is one row x 8 tokens.
+    /// Whether prefill (without AVX-512) takes 12-token tiles for weights of decoder `D`: only
+    /// for decoders that need few registers besides the accumulators. pp512 on the AVX2 EPYC,
+    /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 (Q4_K_M) -7%, where they spill.
+    static func takesTwelveTokens<D: WeightChunkDecoder>(_: D.Type) -> Bool {
+        D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
+    }
+
     #if PAGODA_AVX512
     static let twoRowTiles = true
     #else
@@ -207,12 +214,18 @@ private struct Product {
         }
     }
 
-    /// Walks, per chunk of rows, tiles of eight, four and then single tokens.
+    /// Walks, per chunk of rows, tiles of twelve (some types, without AVX-512), eight, four and then single tokens.
     private func work<D: WeightChunkDecoder>(_: D.Type, rows: Range<Int>) {
         var first = rows.lowerBound
         while first < rows.upperBound {
             let last = min(rows.upperBound, first + MatMul.rowChunk)
             var t = 0
+            if !MatMul.twoRowTiles && MatMul.takesTwelveTokens(D.self) {
+                while t + 12 <= tokens {
+                    for row in first ..< last { tokens12(D.self, row: row, token: t) }
+                    t += 12
+                }
+            }
             while t + 8 <= tokens {
                 var row = first
                 if MatMul.twoRowTiles {
@@ -358,6 +371,50 @@ private struct Product {
         store(b5, row: row &+ 1, token: token &+ 5)
         store(b6, row: row &+ 1, token: token &+ 6)
         store(b7, row: row &+ 1, token: token &+ 7)
+    }
+
+    /// One row against tokens `token..<token + 12` (8-lane accumulators only: twelve of them and
+    /// the chunk's four weight vectors fill AVX2's sixteen registers): each chunk is decoded once
+    /// for twelve tokens, a third less decoding per product than the 8-token tile.
+    @inline(__always)
+    func tokens12<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
+        let cols = weight.cols
+        let w = weight.rowStart(row), blockStride = weight.blockStride(row)
+        let x0 = input + token &* cols
+        var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator(), a4 = Accumulator(), a5 = Accumulator()
+        var a6 = Accumulator(), a7 = Accumulator(), a8 = Accumulator(), a9 = Accumulator(), a10 = Accumulator(), a11 = Accumulator()
+        for b in 0 ..< cols / D.blockElements {
+            let block = w + b &* blockStride
+            for c in 0 ..< D.chunksPerBlock {
+                let chunk = D.chunk(block, c).fusedWeights(D.self)
+                let index: Int = b &* D.chunksPerBlock &+ c
+                let x = x0 + index &* 32
+                accumulate(&a0, chunk, x)
+                accumulate(&a1, chunk, x + 1 &* cols)
+                accumulate(&a2, chunk, x + 2 &* cols)
+                accumulate(&a3, chunk, x + 3 &* cols)
+                accumulate(&a4, chunk, x + 4 &* cols)
+                accumulate(&a5, chunk, x + 5 &* cols)
+                accumulate(&a6, chunk, x + 6 &* cols)
+                accumulate(&a7, chunk, x + 7 &* cols)
+                accumulate(&a8, chunk, x + 8 &* cols)
+                accumulate(&a9, chunk, x + 9 &* cols)
+                accumulate(&a10, chunk, x + 10 &* cols)
+                accumulate(&a11, chunk, x + 11 &* cols)
+            }
+        }
+        store(a0, row: row, token: token &+ 0)
+        store(a1, row: row, token: token &+ 1)
+        store(a2, row: row, token: token &+ 2)
+        store(a3, row: row, token: token &+ 3)
+        store(a4, row: row, token: token &+ 4)
+        store(a5, row: row, token: token &+ 5)
+        store(a6, row: row, token: token &+ 6)
+        store(a7, row: row, token: token &+ 7)
+        store(a8, row: row, token: token &+ 8)
+        store(a9, row: row, token: token &+ 9)
+        store(a10, row: row, token: token &+ 10)
+        store(a11, row: row, token: token &+ 11)
     }
 
     /// One row against tokens `token..<token + 8`: each chunk is decoded once for eight tokens.
