@@ -59,6 +59,20 @@ func multiplied(_ input: [Float], tokens range: Range<Int>, by weight: WeightMat
     return output
 }
 
+/// Expects `weight`'s products with each of the `tokens` rows of `input` to be bitwise the same
+/// computed alone, inside the whole batch or a part of it, and with one thread or two.
+func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], tokens: Int) {
+    let rows = weight.rows
+    let batched = multiplied(input, tokens: 0 ..< tokens, by: weight, threads: 2)
+    #expect(multiplied(input, tokens: 0 ..< tokens, by: weight, threads: 1).map(\.bitPattern) == batched.map(\.bitPattern))
+    for t in [0, 5, 8, tokens - 1] {
+        let alone = multiplied(input, tokens: t ..< t + 1, by: weight, threads: 1)
+        #expect(alone.map(\.bitPattern) == Array(batched[t * rows ..< (t + 1) * rows]).map(\.bitPattern), "\(weight.type) token \(t)")
+    }
+    let middle = multiplied(input, tokens: 3 ..< 10, by: weight, threads: 2)
+    #expect(middle.map(\.bitPattern) == Array(batched[3 * rows ..< 10 * rows]).map(\.bitPattern), "\(weight.type) tokens 3..<10")
+}
+
 @Suite struct MatMulTests {
     static let types: [GGMLType] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .mxfp4]
 
@@ -105,17 +119,7 @@ func multiplied(_ input: [Float], tokens range: Range<Int>, by weight: WeightMat
         let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
                                       bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(1) }
-        func product(tokens range: Range<Int>, threads: Int) -> [Float] {
-            multiplied(input, tokens: range, by: weight, threads: threads)
-        }
-        let batched = product(tokens: 0 ..< tokens, threads: 2)
-        #expect(product(tokens: 0 ..< tokens, threads: 1).map(\.bitPattern) == batched.map(\.bitPattern))
-        for t in [0, 5, 8, 12] {
-            let alone = product(tokens: t ..< t + 1, threads: 1)
-            #expect(alone.map(\.bitPattern) == Array(batched[t * rows ..< (t + 1) * rows]).map(\.bitPattern), "\(type) token \(t)")
-        }
-        let middle = product(tokens: 3 ..< 10, threads: 2)
-        #expect(middle.map(\.bitPattern) == Array(batched[3 * rows ..< 10 * rows]).map(\.bitPattern), "\(type) tokens 3..<10")
+        expectBatchAndThreadInvariant(weight, input: input, tokens: tokens)
     }
 }
 
@@ -187,15 +191,7 @@ func multiplied(_ input: [Float], tokens range: Range<Int>, by weight: WeightMat
         let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
                                       bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)).using(activations: .int8)
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(1) }
-        func product(tokens range: Range<Int>, threads: Int) -> [Float] {
-            multiplied(input, tokens: range, by: weight, threads: threads)
-        }
-        let batched = product(tokens: 0 ..< tokens, threads: 2)
-        #expect(product(tokens: 0 ..< tokens, threads: 1).map(\.bitPattern) == batched.map(\.bitPattern))
-        for t in [0, 5, 8, 12] {
-            let alone = product(tokens: t ..< t + 1, threads: 1)
-            #expect(alone.map(\.bitPattern) == Array(batched[t * rows ..< (t + 1) * rows]).map(\.bitPattern), "\(type) token \(t)")
-        }
+        expectBatchAndThreadInvariant(weight, input: input, tokens: tokens)
     }
 
     @Test func typesWithoutAnInt8KernelKeepFloatActivations() throws {
