@@ -95,9 +95,6 @@ public enum MatMul {
         return (s4[0] + s4[2]) + (s4[1] + s4[3])
     }
 
-    /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
-    /// fill 32 vector registers: AVX-512). With 16 registers (AVX2) or NEON's 32 of 128 bits they
-    /// would spill, so there the accumulators are 8 lanes wide and the tile is one row x 8 tokens.
     /// Whether prefill (without AVX-512) takes 12-token tiles for weights of decoder `D`: only
     /// for decoders that need few registers besides the accumulators. pp512 on the AVX2 EPYC,
     /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 (Q4_K_M) -7%, where they spill.
@@ -105,6 +102,9 @@ public enum MatMul {
         D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
     }
 
+    /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
+    /// fill 32 vector registers: AVX-512). With 16 registers (AVX2) or NEON's 32 of 128 bits they
+    /// would spill, so there the accumulators are 8 lanes wide and the tile is one row x 8 tokens.
     #if PAGODA_AVX512
     static let twoRowTiles = true
     #else

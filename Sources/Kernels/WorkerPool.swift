@@ -16,21 +16,18 @@ public final class WorkerPool: @unchecked Sendable {
     private var workerThreads: [pthread_t] = []
     /// Serializes callers: one parallel region at a time.
     private var callerLock = pthread_mutex_t()
-    /// Per-thread scratch buffers, grown on demand (never per token once warm).
-    private var scratch: [UnsafeMutablePointer<Float>?]
-    private var scratchCounts: [Int]
-    private var byteScratch: [UnsafeMutableRawPointer?]
-    private var byteScratchCounts: [Int]
+    /// Per-thread scratch buffers, grown on demand (never per token once warm): floats for the
+    /// kernels, bytes for int8 activations, so one region may use both.
+    private let floatScratch: ScratchBuffers
+    private let byteBuffers: ScratchBuffers
 
     /// A pool of `threads` threads (default: every core this process may use).
     public init(threads: Int = WorkerPool.availableCores) {
         threadCount = max(1, threads)
         shared = SharedState()
         pthread_mutex_init(&callerLock, nil)
-        scratch = Array(repeating: nil, count: threadCount)
-        scratchCounts = Array(repeating: 0, count: threadCount)
-        byteScratch = Array(repeating: nil, count: threadCount)
-        byteScratchCounts = Array(repeating: 0, count: threadCount)
+        floatScratch = ScratchBuffers(threads: threadCount)
+        byteBuffers = ScratchBuffers(threads: threadCount)
         for index in 1 ..< threadCount {
             let context = Unmanaged.passRetained(WorkerContext(shared: shared, index: index)).toOpaque()
             var thread = pthread_t()
@@ -52,8 +49,6 @@ public final class WorkerPool: @unchecked Sendable {
     deinit {
         shared.stop()
         for thread in workerThreads { pthread_join(thread, nil) }
-        for buffer in scratch { buffer?.deallocate() }
-        for buffer in byteScratch { buffer?.deallocate() }
         pthread_mutex_destroy(&callerLock)
     }
 
@@ -123,30 +118,41 @@ public final class WorkerPool: @unchecked Sendable {
     /// A second per-thread scratch buffer, of at least `count` bytes (int8 activations), so a
     /// region may use both.
     public func byteScratch(thread index: Int, count: Int) -> UnsafeMutableRawPointer {
-        if byteScratchCounts[index] < count {
-            byteScratch[index]?.deallocate()
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
-            byteScratch[index] = buffer
-            byteScratchCounts[index] = count
-            return buffer
-        }
-        return byteScratch[index].unsafelyUnwrapped
+        byteBuffers.buffer(thread: index, bytes: count)
     }
 
     /// A scratch buffer of at least `count` floats owned by thread `index`, for use inside `run`.
     public func scratch(thread index: Int, count: Int) -> UnsafeMutablePointer<Float> {
-        if scratchCounts[index] < count {
-            scratch[index]?.deallocate()
-            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
-            scratch[index] = buffer
-            scratchCounts[index] = count
-            return buffer
-        }
-        return scratch[index].unsafelyUnwrapped
+        floatScratch.buffer(thread: index, bytes: count * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
     }
 }
 
 /// Work for every thread of a `WorkerPool.run`: `run(thread:)` is called once per thread index.
+/// One growable, 64-byte aligned buffer per thread; each is touched only by its own thread.
+private final class ScratchBuffers {
+    private var buffers: [UnsafeMutableRawPointer?]
+    private var sizes: [Int]
+
+    init(threads: Int) {
+        buffers = Array(repeating: nil, count: threads)
+        sizes = Array(repeating: 0, count: threads)
+    }
+
+    deinit { for buffer in buffers { buffer?.deallocate() } }
+
+    /// Thread `index`'s buffer, reallocated (contents dropped) when it holds fewer than `bytes`.
+    func buffer(thread index: Int, bytes: Int) -> UnsafeMutableRawPointer {
+        if sizes[index] < bytes {
+            buffers[index]?.deallocate()
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+            buffers[index] = buffer
+            sizes[index] = bytes
+            return buffer
+        }
+        return buffers[index].unsafelyUnwrapped
+    }
+}
+
 public protocol ParallelJob {
     func run(thread: Int)
 }

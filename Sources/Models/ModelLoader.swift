@@ -28,8 +28,7 @@ public enum ModelLoader {
             }
             let config = try ModelConfig(huggingFaceConfig: configPath)
             let source = try SafetensorsFolder(folder: path)
-            var names = WeightNames(scheme: .huggingFace, source: source, config: config)
-            names.activations = activations
+            let names = WeightNames(scheme: .huggingFace, source: source, config: config, activations: activations)
             let model = try makeModel(config: config, names: names, pool: pool)
             let hasTokenizer = FileManager.default.fileExists(atPath: path + "/tokenizer.json")
             let tokenizer = hasTokenizer ? try Tokenizer.fromHuggingFace(folder: path) : nil
@@ -37,8 +36,7 @@ public enum ModelLoader {
         }
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
-        var names = WeightNames(scheme: .gguf, source: file, config: config)
-        names.activations = activations
+        let names = WeightNames(scheme: .gguf, source: file, config: config, activations: activations)
         let model = try makeModel(config: config, names: names, pool: pool)
         let tokenizer = try Tokenizer.fromGGUF(file, fallbackChat: ChatFallback.format(for: file, family: config.family))
         return LoadedModel(model: model, tokenizer: tokenizer, path: path)

@@ -37,9 +37,10 @@ struct WeightNames {
         "ffn_down_shexp.weight": "mlp.shared_experts.down_proj.weight",
     ]
 
-    init(scheme: Scheme, source: TensorSource, config: ModelConfig) {
+    init(scheme: Scheme, source: TensorSource, config: ModelConfig, activations: ActivationPrecision = .fp32) {
         self.scheme = scheme
         self.source = source
+        self.activations = activations
         switch scheme {
         case .huggingFace:
             familyNames = config.family.huggingFaceNames
@@ -106,15 +107,12 @@ struct WeightNames {
         return (0 ..< count).map { Array(all[$0 * length ..< ($0 + 1) * length]) }
     }
 
+    /// `m`, multiplied with this model's activations, once its shape is checked.
     func checked(_ m: WeightMatrix, rows: Int, cols: Int, path: String) throws -> WeightMatrix {
-        try Self.checked(m.using(activations: activations), rows: rows, cols: cols, path: path)
-    }
-
-    static func checked(_ m: WeightMatrix, rows: Int, cols: Int, path: String) throws -> WeightMatrix {
         guard m.rows == rows, m.cols == cols else {
             throw FormatError(path, "tensor '\(m.name)' has shape [\(m.rows), \(m.cols)], expected [\(rows), \(cols)]")
         }
-        return m
+        return m.using(activations: activations)
     }
 
     /// A float vector of `count` elements.
