@@ -13,7 +13,8 @@ import Formats
 /// row 0 block 1, ...), so the decode kernel, which takes four rows at once, reads one sequential
 /// stream that the hardware prefetcher follows (four separate row streams measured 3x slower for
 /// Q8_0 and F16). Rows after the last full tile stay in plain row order. The file's pages are
-/// released after the copy, so the repacked weights cost no extra memory. Other types (Q2_K, Q3_K)
+/// released after the copy, so the repacked weights cost no extra memory. Q5_0 is stored as Q8_0
+/// (`q8_0Blocks(fromQ5_0:)`, lossless). Other types (Q2_K, Q3_K)
 /// are read in place from the memory-mapped file.
 public struct WeightMatrix: @unchecked Sendable {
     public let name: String
@@ -72,7 +73,22 @@ public struct WeightMatrix: @unchecked Sendable {
                   source: UnsafeRawPointer(copy.pointer), owner: copy, releaseSource: false)
     }
 
+    /// Stores Q5_0 as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`), then lays the rows out.
     private init(name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
+                 source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool) {
+        guard type == .q5_0 else {
+            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
+                      source: source, owner: owner, releaseSource: releaseSource)
+            return
+        }
+        let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
+        if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
+        self.init(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: rowBytes / 22 * 34,
+                  source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false)
+    }
+
+    /// Repacks rows of a type with a register decoder into interleaved tiles; keeps others in place.
+    private init(laying name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
                  source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool) {
         self.name = name
         self.type = type
@@ -107,6 +123,28 @@ public struct WeightMatrix: @unchecked Sendable {
         if releaseSource { Self.releasePages(source, count: total) }
         base = UnsafeRawPointer(packed.pointer)
         self.owner = packed
+    }
+
+    /// Q5_0 blocks rewritten as Q8_0 blocks of the same values: `(q - 16)` fits a signed byte and
+    /// the float16 scale is kept, so every weight (and every product) is unchanged. Q5_0's fifth
+    /// bits cost the decode kernels about as much as the rest of the block; as bytes, the
+    /// SmolLM2 Q4_K_M file (mostly Q5_0) decodes faster (BENCHMARKS.md, 2026-12-01 — Q5_0 as
+    /// bytes) for 34 instead of 22 bytes per 32 weights.
+    private static func q8_0Blocks(fromQ5_0 source: UnsafeRawPointer, blocks: Int) -> OwnedBytes {
+        let out = OwnedBytes(count: blocks * 34)
+        for b in 0 ..< blocks {
+            let from = source + b * 22, to = out.pointer + b * 34
+            to.copyMemory(from: from, byteCount: 2)
+            let qh = UInt32(littleEndian: from.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+            for j in 0 ..< 16 {
+                let byte = from.load(fromByteOffset: 6 + j, as: UInt8.self)
+                let low = Int32(byte & 0x0F) | Int32((qh >> UInt32(j)) & 1) << 4
+                let high = Int32(byte >> 4) | Int32((qh >> UInt32(j + 16)) & 1) << 4
+                to.storeBytes(of: Int8(low - 16), toByteOffset: 2 + j, as: Int8.self)
+                to.storeBytes(of: Int8(high - 16), toByteOffset: 18 + j, as: Int8.self)
+            }
+        }
+        return out
     }
 
     /// Drops the whole pages of a memory-mapped range from this process (they are clean file

@@ -13,7 +13,10 @@ final class RawConnection: @unchecked Sendable {
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    init(port: Int, timeoutSeconds: Int = 30) throws {
+    /// `timeoutSeconds` only guards against a hung server. It is long because on a 2-core machine
+    /// the synchronous numeric tests of other suites can hold both threads of the cooperative pool,
+    /// where the server's handlers run, for over a minute (a 30 s timeout failed that way).
+    init(port: Int, timeoutSeconds: Int = 300) throws {
         #if canImport(Glibc)
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #else
