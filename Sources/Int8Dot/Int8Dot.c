@@ -3,6 +3,8 @@
 // that token, never on how many tokens share the call.
 #include "Int8Dot.h"
 
+#define PAGODA_I8_TILE 4
+
 #include <math.h>
 #include <string.h>
 
@@ -94,211 +96,220 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
     }
 }
 
-// MARK: dot products
+// MARK: packed weights
+
+static inline int has_offset(int type) { return type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q5_1; }
+static inline int is_nibble_type(int type) { return type == PAGODA_I8_Q4_0 || type == PAGODA_I8_Q4_1; }
+
+size_t pagoda_i8_group_block_bytes(int type) {
+    switch (type) {
+    case PAGODA_I8_Q4_0: return 16 + 128;
+    case PAGODA_I8_Q4_1: return 32 + 128;
+    case PAGODA_I8_Q5_1: return 32 + 256;
+    case PAGODA_I8_Q8_0: return 16 + 256;
+    default: return 0;
+    }
+}
+
+/// The 32 integer weights of a stored block in element order (Q5_1 unpacked to 0...31; Q4_0,
+/// Q4_1 and Q8_0 are not unpacked here: their quant bytes are copied as stored).
+static void q5_1_values(const uint8_t *block, uint8_t *q) {
+    uint32_t qh;
+    memcpy(&qh, block + 4, 4);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (uint8_t)((block[8 + j] & 15) | (((qh >> j) & 1) << 4));
+        q[j + 16] = (uint8_t)((block[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+    }
+}
+
+int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], const size_t block_strides[PAGODA_I8_GROUP],
+                         size_t valid_rows, size_t blocks, uint8_t *out) {
+    const size_t block_bytes = pagoda_i8_group_block_bytes(type);
+    if (block_bytes == 0 || valid_rows > PAGODA_I8_GROUP) return -1;
+    memset(out, 0, block_bytes * blocks);
+    const size_t scales = has_offset(type) ? 32 : 16;
+    for (size_t b = 0; b < blocks; b++) {
+        uint8_t *group = out + b * block_bytes;
+        for (size_t r = 0; r < valid_rows; r++) {
+            const uint8_t *block = rows[r] + b * block_strides[r];
+            memcpy(group + 2 * r, block, 2);                              // d
+            if (has_offset(type)) memcpy(group + 16 + 2 * r, block + 2, 2);  // m
+            uint8_t *quants = group + scales;
+            if (is_nibble_type(type)) {
+                const uint8_t *qs = block + (type == PAGODA_I8_Q4_1 ? 4 : 2);
+                for (int c = 0; c < 4; c++) memcpy(quants + 32 * c + 4 * r, qs + 4 * c, 4);
+            } else {
+                uint8_t q[32];
+                if (type == PAGODA_I8_Q5_1) q5_1_values(block, q); else memcpy(q, block + 2, 32);
+                for (int k = 0; k < 8; k++) memcpy(quants + 32 * k + 4 * r, q + 4 * k, 4);
+            }
+        }
+    }
+    return 0;
+}
+
+/// Weight `j` (0...31) of lane `r` of a packed group block, as the integer of its stored block.
+static inline int packed_weight(int type, const uint8_t *quants, size_t r, int j) {
+    if (is_nibble_type(type)) {
+        const uint8_t byte = quants[32 * ((j & 15) >> 2) + 4 * r + (j & 3)];
+        return j < 16 ? (byte & 15) : (byte >> 4);
+    }
+    const uint8_t byte = quants[32 * (j >> 2) + 4 * r + (j & 3)];
+    return type == PAGODA_I8_Q8_0 ? (int)(int8_t)byte : (int)byte;
+}
+
+void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, size_t lane, float *out) {
+    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = has_offset(type) ? 32 : 16;
+    for (size_t b = 0; b < blocks; b++) {
+        const uint8_t *group = packed + b * block_bytes;
+        const float d = half_to_float(group + 2 * lane), m = has_offset(type) ? half_to_float(group + 16 + 2 * lane) : 0;
+        const int bias = type == PAGODA_I8_Q4_0 ? 8 : 0;
+        for (int j = 0; j < 32; j++) {
+            // As ggml's dequantize_row_*: the product rounded, then the offset added.
+            const float value = (float)(packed_weight(type, group + scales, lane, j) - bias) * d;
+            out[32 * b + j] = has_offset(type) ? value + m : value;
+        }
+    }
+}
+
+// MARK: products
+//
+// Every kernel below computes lane r (weight row r of the group) for token t as: per block b, the
+// exact integer dot product i of the block's integer weights (Q4_0 unsigned, 0...15) with the
+// token's int8 values; acc = fma(float(i), d_w * d_x, acc); then, for weight types with an
+// offset per unit of activation (Q4_1, Q5_1: m; Q4_0: -8 d_w), acc = fma(offset, s_x, acc).
+// The AVX2 code and the portable code follow that sequence for every token count, so a token's
+// result does not depend on the batch it is computed in.
 
 #ifdef PAGODA_I8_AVX2
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/// Elements 0..15 from the low nibbles of `qs[0..16]`, 16..31 from the high nibbles.
-static inline __m256i nibbles(const uint8_t *qs) {
-    const __m128i q = _mm_loadu_si128((const __m128i *)qs), low = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low), _mm_and_si128(q, low));
+/// The broadcast 4 activation bytes at `p`.
+ALWAYS_INLINE __m256i x4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
 }
 
-/// Byte i is 0xFF where bit i of the little-endian 32-bit `qh` is set, else 0.
-static inline __m256i bits_to_bytes(const uint8_t *qh) {
-    uint32_t bits;
-    memcpy(&bits, qh, 4);
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
-        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
-    return _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
-}
-
-static inline float horizontal_sum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-#define PAGODA_I8_TILE 4
-
-/// Eight float16 fields, `stride` bytes apart from `p`, as floats.
-ALWAYS_INLINE __m256 halves8(const uint8_t *p, size_t stride) {
-    uint16_t h[8];
-    for (int j = 0; j < 8; j++) memcpy(&h[j], p + j * stride, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
-}
-
-/// Lane j = the sum of the eight int32 lanes of `v[j]`, for eight vectors.
-ALWAYS_INLINE __m256i sum_lanes8(const __m256i *v) {
-    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
-}
-
-/// The 32 integer weights of a block as bytes, its scale `d` and its offset per unit of activation
-/// sum (`m`, or `-8d` / `-16d` for Q4_0 / Q5_0, whose weights are kept unsigned here so that the
-/// dot product needs no sign fix-up). Q8_0 stays signed.
-ALWAYS_INLINE __m256i unpack(const int type, const uint8_t *block) {
-    switch (type) {
-    case PAGODA_I8_Q4_0: return nibbles(block + 2);
-    case PAGODA_I8_Q4_1: return nibbles(block + 4);
-    case PAGODA_I8_Q5_0: return _mm256_or_si256(nibbles(block + 6), _mm256_and_si256(bits_to_bytes(block + 2), _mm256_set1_epi8(0x10)));
-    case PAGODA_I8_Q5_1: return _mm256_or_si256(nibbles(block + 8), _mm256_and_si256(bits_to_bytes(block + 4), _mm256_set1_epi8(0x10)));
-    default: return _mm256_loadu_si256((const __m256i *)(block + 2));  // Q8_0
+ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t *packed, size_t blocks,
+                             const uint8_t *x, size_t x_stride, float *out, size_t out_stride, size_t rows) {
+    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = has_offset(type) ? 32 : 16;
+    const float *dx[PAGODA_I8_TILE], *sx[PAGODA_I8_TILE];
+    for (size_t t = 0; t < tokens; t++) {
+        dx[t] = row_scales(x + t * x_stride, blocks);
+        sx[t] = dx[t] + blocks;
     }
-}
-
-/// Integer products of one block with one activation block, in eight int32 lanes.
-ALWAYS_INLINE __m256i block_products(const int type, __m256i q, __m256i x) {
-    const __m256i pairs = type == PAGODA_I8_Q8_0
-        ? _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q))
-        : _mm256_maddubs_epi16(q, x);
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-}
-
-ALWAYS_INLINE float block_offset(const int type, const uint8_t *block, float d) {
-    switch (type) {
-    case PAGODA_I8_Q4_0: return -8 * d;
-    case PAGODA_I8_Q5_0: return -16 * d;
-    case PAGODA_I8_Q4_1: case PAGODA_I8_Q5_1: return half_to_float(block + 2);
-    default: return 0;
-    }
-}
-
-/// One weight row against `tokens` activation rows. Inlined with constant `type` and `tokens`
-/// (see `pagoda_i8_dot`), so the per-token accumulators live in registers and the type's unpacking
-/// is chosen once. Blocks go in groups of eight: each token's eight integer block sums are
-/// reduced into one vector (lane j = block j), converted and scaled by eight weight scales times
-/// eight activation scales at once; the blocks after the last full group are summed one by one.
-ALWAYS_INLINE void dot_tile(const int type, const size_t tokens, const uint8_t *w, size_t block_stride, size_t blocks,
-                            const uint8_t *x, size_t x_stride, float *out, size_t out_stride) {
-    const int hasOffset = type != PAGODA_I8_Q8_0;
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
     __m256 acc[PAGODA_I8_TILE];
     for (size_t t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
-    size_t b = 0;
-    for (; b + 8 <= blocks; b += 8) {
-        const uint8_t *group = w + b * block_stride;
-        __m256i q[8];
-        for (int j = 0; j < 8; j++) q[j] = unpack(type, group + j * block_stride);
-        const __m256 dw = halves8(group, block_stride);
-        __m256 mw = _mm256_setzero_ps();
-        if (type == PAGODA_I8_Q4_0) mw = _mm256_mul_ps(dw, _mm256_set1_ps(-8));
-        if (type == PAGODA_I8_Q5_0) mw = _mm256_mul_ps(dw, _mm256_set1_ps(-16));
-        if (type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q5_1) mw = halves8(group + 2, block_stride);
+    for (size_t b = 0; b < blocks; b++) {
+        const uint8_t *group = packed + b * block_bytes, *quants = group + scales;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
+        __m256i sums[PAGODA_I8_TILE];
+        if (is_nibble_type(type)) {
+            __m256i s16[PAGODA_I8_TILE];
+            for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
+            for (int c = 0; c < 4; c++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(quants + 32 * c));
+                const __m256i lo = _mm256_and_si256(raw, low), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+                for (size_t t = 0; t < tokens; t++) {
+                    const uint8_t *xt = x + t * x_stride + 32 * b + 4 * c;
+                    // Pair sums are at most 2 * 15 * 127; eight of them fit in int16.
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, x4(xt)));
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, x4(xt + 16)));
+                }
+            }
+            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_madd_epi16(s16[t], ones);
+        } else if (type == PAGODA_I8_Q8_0) {
+            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k)), aw = _mm256_sign_epi8(w, w);
+                for (size_t t = 0; t < tokens; t++) {
+                    const __m256i pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x4(x + t * x_stride + 32 * b + 4 * k), w));
+                    sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        } else {  // Q5_1: unsigned 0...31; four pair sums (at most 2 * 31 * 127 each) fit in int16
+            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_setzero_si256();
+            for (int half = 0; half < 2; half++) {
+                __m256i s16[PAGODA_I8_TILE];
+                for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
+                for (int k = 4 * half; k < 4 * half + 4; k++) {
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k));
+                    for (size_t t = 0; t < tokens; t++)
+                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, x4(x + t * x_stride + 32 * b + 4 * k)));
+                }
+                for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(s16[t], ones));
+            }
+        }
+        __m256 offset = _mm256_setzero_ps();
+        if (type == PAGODA_I8_Q4_0) offset = _mm256_mul_ps(dw, _mm256_set1_ps(-8));
+        if (has_offset(type)) offset = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(group + 16)));
         for (size_t t = 0; t < tokens; t++) {
-            const uint8_t *row = x + t * x_stride;
-            const float *scales = row_scales(row, blocks);
-            __m256i sums[8];
-            for (int j = 0; j < 8; j++) sums[j] = block_products(type, q[j], _mm256_loadu_si256((const __m256i *)(row + 32 * (b + j))));
-            const __m256 scale = _mm256_mul_ps(dw, _mm256_loadu_ps(scales + b));
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum_lanes8(sums)), acc[t]);
-            if (hasOffset) acc[t] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(scales + blocks + b), acc[t]);
+            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t][b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), scale, acc[t]);
+            if (type != PAGODA_I8_Q8_0) acc[t] = _mm256_fmadd_ps(offset, _mm256_set1_ps(sx[t][b]), acc[t]);
         }
     }
-    float tail[PAGODA_I8_TILE] = {0};
-    for (; b < blocks; b++) {
-        const uint8_t *block = w + b * block_stride;
-        const __m256i q = unpack(type, block);
-        const float dw = half_to_float(block), mw = block_offset(type, block, dw);
-        for (size_t t = 0; t < tokens; t++) {
-            const uint8_t *row = x + t * x_stride;
-            const float *scales = row_scales(row, blocks);
-            const __m256i v = block_products(type, q, _mm256_loadu_si256((const __m256i *)(row + 32 * b)));
-            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-            tail[t] += dw * scales[b] * (float)_mm_cvtsi128_si32(s4);
-            if (hasOffset) tail[t] += mw * scales[blocks + b];
+    for (size_t t = 0; t < tokens; t++) {
+        if (rows == PAGODA_I8_GROUP) {
+            _mm256_storeu_ps(out + t * out_stride, acc[t]);
+        } else {
+            float lanes[PAGODA_I8_GROUP];
+            _mm256_storeu_ps(lanes, acc[t]);
+            memcpy(out + t * out_stride, lanes, rows * sizeof(float));
         }
     }
-    for (size_t t = 0; t < tokens; t++) out[t * out_stride] = horizontal_sum(acc[t]) + tail[t];
 }
 
-ALWAYS_INLINE int dot_type(int type, const size_t tokens, const uint8_t *w, size_t block_stride, size_t blocks,
-                           const uint8_t *x, size_t x_stride, float *out, size_t out_stride) {
+ALWAYS_INLINE int gemm_type(int type, const size_t tokens, const uint8_t *packed, size_t blocks,
+                            const uint8_t *x, size_t x_stride, float *out, size_t out_stride, size_t rows) {
     switch (type) {
-    case PAGODA_I8_Q4_0: dot_tile(PAGODA_I8_Q4_0, tokens, w, block_stride, blocks, x, x_stride, out, out_stride); return 0;
-    case PAGODA_I8_Q4_1: dot_tile(PAGODA_I8_Q4_1, tokens, w, block_stride, blocks, x, x_stride, out, out_stride); return 0;
-    case PAGODA_I8_Q5_0: dot_tile(PAGODA_I8_Q5_0, tokens, w, block_stride, blocks, x, x_stride, out, out_stride); return 0;
-    case PAGODA_I8_Q5_1: dot_tile(PAGODA_I8_Q5_1, tokens, w, block_stride, blocks, x, x_stride, out, out_stride); return 0;
-    case PAGODA_I8_Q8_0: dot_tile(PAGODA_I8_Q8_0, tokens, w, block_stride, blocks, x, x_stride, out, out_stride); return 0;
+    case PAGODA_I8_Q4_0: gemm_tile(PAGODA_I8_Q4_0, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
+    case PAGODA_I8_Q4_1: gemm_tile(PAGODA_I8_Q4_1, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
+    case PAGODA_I8_Q5_1: gemm_tile(PAGODA_I8_Q5_1, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
+    case PAGODA_I8_Q8_0: gemm_tile(PAGODA_I8_Q8_0, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     default: return -1;
     }
 }
 
-int pagoda_i8_dot(int type, const uint8_t *w, size_t block_stride, size_t blocks,
-                  const uint8_t *x, size_t x_stride, size_t tokens, float *out, size_t out_stride) {
+int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t *x, size_t x_stride, size_t tokens,
+                   float *out, size_t out_stride, size_t rows) {
+    if (rows > PAGODA_I8_GROUP) return -1;
     switch (tokens) {
-    case 1: return dot_type(type, 1, w, block_stride, blocks, x, x_stride, out, out_stride);
-    case 2: return dot_type(type, 2, w, block_stride, blocks, x, x_stride, out, out_stride);
-    case 3: return dot_type(type, 3, w, block_stride, blocks, x, x_stride, out, out_stride);
-    case 4: return dot_type(type, 4, w, block_stride, blocks, x, x_stride, out, out_stride);
+    case 1: return gemm_type(type, 1, packed, blocks, x, x_stride, out, out_stride, rows);
+    case 2: return gemm_type(type, 2, packed, blocks, x, x_stride, out, out_stride, rows);
+    case 3: return gemm_type(type, 3, packed, blocks, x, x_stride, out, out_stride, rows);
+    case 4: return gemm_type(type, 4, packed, blocks, x, x_stride, out, out_stride, rows);
     default: return -1;
     }
 }
 
 #else
 
-#define PAGODA_I8_TILE 4
-
-/// The 32 integer weights of a block, and its scale and offset.
-static int unpack(int type, const uint8_t *block, int8_t *q, float *dw, float *mw) {
-    *dw = half_to_float(block);
-    *mw = 0;
-    uint32_t qh = 0;
-    switch (type) {
-    case PAGODA_I8_Q4_0:
-        for (int j = 0; j < 16; j++) { q[j] = (int8_t)((block[2 + j] & 15) - 8); q[j + 16] = (int8_t)((block[2 + j] >> 4) - 8); }
-        return 0;
-    case PAGODA_I8_Q4_1:
-        *mw = half_to_float(block + 2);
-        for (int j = 0; j < 16; j++) { q[j] = (int8_t)(block[4 + j] & 15); q[j + 16] = (int8_t)(block[4 + j] >> 4); }
-        return 0;
-    case PAGODA_I8_Q5_0:
-        memcpy(&qh, block + 2, 4);
-        for (int j = 0; j < 16; j++) {
-            q[j] = (int8_t)(((block[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16);
-            q[j + 16] = (int8_t)(((block[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
-        }
-        return 0;
-    case PAGODA_I8_Q5_1:
-        *mw = half_to_float(block + 2);
-        memcpy(&qh, block + 4, 4);
-        for (int j = 0; j < 16; j++) {
-            q[j] = (int8_t)((block[8 + j] & 15) | (((qh >> j) & 1) << 4));
-            q[j + 16] = (int8_t)((block[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
-        }
-        return 0;
-    case PAGODA_I8_Q8_0:
-        memcpy(q, block + 2, 32);
-        return 0;
-    default:
-        return -1;
-    }
-}
-
-int pagoda_i8_dot(int type, const uint8_t *w, size_t block_stride, size_t blocks,
-                  const uint8_t *x, size_t x_stride, size_t tokens, float *out, size_t out_stride) {
-    if (tokens > PAGODA_I8_TILE) return -1;
-    float acc[PAGODA_I8_TILE] = {0}, offsets[PAGODA_I8_TILE] = {0};
-    int8_t q[32];
-    for (size_t b = 0; b < blocks; b++) {
-        float dw, mw;
-        if (unpack(type, w + b * block_stride, q, &dw, &mw) != 0) return -1;
+int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t *x, size_t x_stride, size_t tokens,
+                   float *out, size_t out_stride, size_t rows) {
+    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = has_offset(type) ? 32 : 16;
+    if (block_bytes == 0 || tokens > PAGODA_I8_TILE || rows > PAGODA_I8_GROUP) return -1;
+    for (size_t r = 0; r < rows; r++) {
         for (size_t t = 0; t < tokens; t++) {
             const uint8_t *row = x + t * x_stride;
-            const int8_t *xq = (const int8_t *)row + 32 * b;
-            const float *scales = row_scales(row, blocks);
-            int sum = 0;
-            for (int i = 0; i < 32; i++) sum += (int)q[i] * (int)xq[i];
-            acc[t] += dw * scales[b] * (float)sum;
-            offsets[t] += mw * scales[blocks + b];
+            const int8_t *xq = (const int8_t *)row;
+            const float *dx = row_scales(row, blocks), *sx = dx + blocks;
+            float acc = 0;
+            for (size_t b = 0; b < blocks; b++) {
+                const uint8_t *group = packed + b * block_bytes;
+                const float dw = half_to_float(group + 2 * r);
+                int sum = 0;
+                for (int j = 0; j < 32; j++) sum += packed_weight(type, group + scales, r, j) * (int)xq[32 * b + j];
+                acc = fmaf((float)sum, dw * dx[b], acc);
+                if (type == PAGODA_I8_Q4_0) acc = fmaf(dw * -8.0f, sx[b], acc);
+                if (has_offset(type)) acc = fmaf(half_to_float(group + 16 + 2 * r), sx[b], acc);
+            }
+            out[t * out_stride + r] = acc;
         }
     }
-    for (size_t t = 0; t < tokens; t++) out[t * out_stride] = acc[t] + offsets[t];
     return 0;
 }
 

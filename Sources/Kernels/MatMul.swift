@@ -65,7 +65,7 @@ public enum MatMul {
     /// Whether `type` has an integer kernel for 8-bit activations.
     static func hasInt8Kernel(_ type: GGMLType) -> Bool {
         switch type {
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: true
+        case .q4_0, .q4_1, .q5_1, .q8_0: true  // Q5_0 is stored as Q8_0 (WeightMatrix)
         default: false
         }
     }
@@ -179,8 +179,11 @@ private struct Product {
         self.stride = stride
     }
 
-    /// Tiles of four rows.
-    var tiles: Int { (weight.rows + MatMul.rowTile - 1) / MatMul.rowTile }
+    /// Rows per tile: four, or a packed group of eight for int8 activations.
+    var tileRows: Int { weight.int8Activations ? Int(PAGODA_I8_GROUP) : MatMul.rowTile }
+
+    /// Tiles of `tileRows` rows.
+    var tiles: Int { (weight.rows + tileRows - 1) / tileRows }
 
     /// The input quantized to 8 bits (`pagoda_i8_quantize`'s layout), in the thread's byte scratch.
     func quantizedInput(thread: Int, pool: WorkerPool) -> UnsafeRawPointer {
@@ -192,11 +195,11 @@ private struct Product {
 
     /// Computes the rows of tiles `tiles` (four rows each) for every token.
     func work(tiles: Range<Int>, thread: Int, pool: WorkerPool, quantized: UnsafeRawPointer?) {
-        let rows = tiles.lowerBound * MatMul.rowTile ..< min(weight.rows, tiles.upperBound * MatMul.rowTile)
         if weight.int8Activations, let quantized {
-            workInt8(rows: rows, quantized: quantized.assumingMemoryBound(to: UInt8.self))
+            workInt8(groups: tiles, quantized: quantized.assumingMemoryBound(to: UInt8.self))
             return
         }
+        let rows = tiles.lowerBound * MatMul.rowTile ..< min(weight.rows, tiles.upperBound * MatMul.rowTile)
         switch weight.type {
         case .f32 where weight.cols % 32 == 0: work(F32Chunks.self, rows: rows)
         case .f16 where weight.cols % 32 == 0: work(F16Chunks.self, rows: rows)
@@ -519,19 +522,26 @@ private struct Product {
         store(a, row: row, token: token)
     }
 
-    /// Integer dot products with the 8-bit input, one row against up to four tokens per call
-    /// (each weight block unpacked once per four tokens).
-    private func workInt8(rows: Range<Int>, quantized: UnsafePointer<UInt8>) {
-        let cols = weight.cols, rowBytes = pagoda_i8_row_bytes(cols)
-        let blocks = cols / weight.blockElements, type = Int32(weight.type.rawValue)
-        for row in rows {
-            let start = weight.rowStart(row).assumingMemoryBound(to: UInt8.self), blockStride = weight.blockStride(row)
+    /// Integer products with the 8-bit input: packed groups of eight rows against up to four
+    /// tokens per call, the weights of four groups (32 rows) staying in cache while every token
+    /// tile passes over them.
+    private func workInt8(groups: Range<Int>, quantized: UnsafePointer<UInt8>) {
+        let rowBytes = pagoda_i8_row_bytes(weight.cols), blocks = weight.cols / weight.blockElements
+        let type = Int32(weight.type.rawValue), groupRows = Int(PAGODA_I8_GROUP)
+        var first = groups.lowerBound
+        while first < groups.upperBound {
+            let last = min(groups.upperBound, first + MatMul.rowChunk / groupRows)
             var t = 0
             while t < tokens {
                 let count = min(4, tokens - t)
-                pagoda_i8_dot(type, start, blockStride, blocks, quantized + t * rowBytes, rowBytes, count, output + t * stride + row, stride)
+                for group in first ..< last {
+                    let row = group * groupRows
+                    pagoda_i8_gemm(type, weight.int8Group(group), blocks, quantized + t * rowBytes, rowBytes, count,
+                                   output + t * stride + row, stride, min(groupRows, weight.rows - row))
+                }
                 t += count
             }
+            first = last
         }
     }
 

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Formats
+import Int8Dot
 
 /// A weight matrix `[rows, cols]` (rows = output features, cols = input features) in its stored
 /// type (float or GGML-quantized).
@@ -28,12 +29,15 @@ public struct WeightMatrix: @unchecked Sendable {
     /// The unit of interleaving: one stored block (float types: 32 elements).
     let blockElements: Int
     let blockBytes: Int
-    let base: UnsafeRawPointer
+    private(set) var base: UnsafeRawPointer
     /// Keeps the memory mapping (or the repacked copy) alive.
-    let owner: AnyObject
+    private(set) var owner: AnyObject
     /// Whether products with this matrix quantize their input to 8 bits and use integer dot
     /// products (`--activations int8`; only types with an int8 kernel, see `using(activations:)`).
+    /// The rows are then stored in `Int8Dot`'s packed groups of 8 instead (`int8Group`).
     public private(set) var int8Activations = false
+    /// Bytes of one packed group of 8 rows (int8 activations only).
+    private(set) var int8GroupBytes = 0
 
     /// Rows that belong to full interleaved tiles.
     @inline(__always)
@@ -163,10 +167,37 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// This matrix multiplied with activations of `precision`: `.int8` takes effect for the types
     /// with an int8 kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); the others keep float32 activations.
+    /// Their rows are repacked into groups of 8 for the integer kernel (the same bytes in another
+    /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
+        guard precision == .int8, MatMul.hasInt8Kernel(type), !int8Activations else { return self }
+        let type = Int32(self.type.rawValue), blocks = cols / blockElements
+        let groupBytes = blocks * pagoda_i8_group_block_bytes(type)
+        let groups = (rows + Int(PAGODA_I8_GROUP) - 1) / Int(PAGODA_I8_GROUP)
+        let packed = OwnedBytes(count: groups * groupBytes)
+        var starts = [UnsafePointer<UInt8>?](repeating: nil, count: Int(PAGODA_I8_GROUP))
+        var strides = [Int](repeating: 0, count: Int(PAGODA_I8_GROUP))
+        for group in 0 ..< groups {
+            let first = group * Int(PAGODA_I8_GROUP), count = min(Int(PAGODA_I8_GROUP), rows - first)
+            for r in 0 ..< count {
+                starts[r] = rowStart(first + r).assumingMemoryBound(to: UInt8.self)
+                strides[r] = blockStride(first + r)
+            }
+            _ = pagoda_i8_pack_group(type, starts, strides, count, blocks,
+                                     (packed.pointer + group * groupBytes).assumingMemoryBound(to: UInt8.self))
+        }
         var copy = self
-        copy.int8Activations = precision == .int8 && MatMul.hasInt8Kernel(type)
+        copy.base = UnsafeRawPointer(packed.pointer)
+        copy.owner = packed
+        copy.int8GroupBytes = groupBytes
+        copy.int8Activations = true
         return copy
+    }
+
+    /// The packed group `group` (rows `8 * group ..< 8 * group + 8`) of an int8 matrix.
+    @inline(__always)
+    func int8Group(_ group: Int) -> UnsafePointer<UInt8> {
+        (base + group &* int8GroupBytes).assumingMemoryBound(to: UInt8.self)
     }
 
     /// Bytes between consecutive blocks of one row, which begins at `rowStart(row)`.
@@ -189,6 +220,11 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// Writes row `row` as `cols` floats to `destination`.
     public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
+        if int8Activations {
+            let group = Int(PAGODA_I8_GROUP)
+            pagoda_i8_dequantize_row(Int32(type.rawValue), int8Group(row / group), cols / blockElements, row % group, destination)
+            return
+        }
         if tileRows == 1 {
             Dequantize.row(type, from: base + row * rowBytes, to: destination, count: cols)
             return

@@ -19,7 +19,6 @@ extern "C" {
 enum {
     PAGODA_I8_Q4_0 = 2,
     PAGODA_I8_Q4_1 = 3,
-    PAGODA_I8_Q5_0 = 6,
     PAGODA_I8_Q5_1 = 7,
     PAGODA_I8_Q8_0 = 8,
 };
@@ -31,12 +30,31 @@ static inline size_t pagoda_i8_row_bytes(size_t cols) { return cols + 8 * (cols 
 /// (rows `pagoda_i8_row_bytes(cols)` bytes apart). Round to nearest, ties to even.
 void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t cols, uint8_t *out);
 
-/// `out[t * out_stride] = dot(weight row, dequantized activation row t)` for `tokens` (1 to 4)
-/// quantized activation rows starting at `x` (`x_stride` bytes apart). The weight row has
-/// `blocks` blocks of `type`, `block_stride` bytes apart starting at `w`. Each token's result
-/// is computed the same way whatever `tokens` is. Returns 0, or -1 for an unknown type.
-int pagoda_i8_dot(int type, const uint8_t *w, size_t block_stride, size_t blocks,
-                  const uint8_t *x, size_t x_stride, size_t tokens, float *out, size_t out_stride);
+/// Weight rows per packed group: one per lane of an 8 x float32 vector.
+#define PAGODA_I8_GROUP 8
+
+/// Bytes of one block (32 columns) of a packed group of 8 rows of `type` (Q4_0, Q4_1, Q5_1 or
+/// Q8_0), or 0 for another type. A packed group block holds the 8 rows' float16 scales `d`, their
+/// offsets `m` (Q4_1, Q5_1), then the quants: for Q4_0/Q4_1 four 32-byte chunks whose lane r
+/// (bytes 4r..4r+3) is stored bytes 4c..4c+3 of row r (elements 4c.. in the low nibbles, 16+4c..
+/// in the high ones); for Q5_1 (unpacked to 0...31) and Q8_0 eight chunks whose lane r is row r's
+/// weights 4k..4k+3. The sizes equal 8 stored blocks, so packing costs no memory.
+size_t pagoda_i8_group_block_bytes(int type);
+
+/// Packs `blocks` blocks of `valid_rows` (at most 8) weight rows of `type` into one group
+/// (`blocks * pagoda_i8_group_block_bytes(type)` bytes at `out`); row r's blocks start at
+/// `rows[r]`, `block_strides[r]` bytes apart. Missing rows are zero. Returns 0, or -1.
+int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], const size_t block_strides[PAGODA_I8_GROUP],
+                         size_t valid_rows, size_t blocks, uint8_t *out);
+
+/// Row `lane` of a packed group as floats, bit for bit ggml's `dequantize_row_*` of the stored row.
+void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, size_t lane, float *out);
+
+/// `out[t * out_stride + r]` = the product of the group's row r (r < `rows`) with quantized
+/// activation row t, for `tokens` (1 to 4) rows starting at `x`, `x_stride` bytes apart. Each
+/// token's results are computed the same way whatever `tokens` is. Returns 0, or -1.
+int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t *x, size_t x_stride, size_t tokens,
+                   float *out, size_t out_stride, size_t rows);
 
 #ifdef __cplusplus
 }
