@@ -15,6 +15,12 @@ default, 64); `act:int8` sets `--activations int8` (with the fp32 cache). Also p
 the prompts whose 16 greedy tokens (teacher-forced along the reference continuation) differ from
 the reference, and the share of prompt positions whose argmax differs from transformers'
 (the fixture's `argmax`), the measure the fixtures README gives for llama.cpp.
+
+`llamacpp` measures llama.cpp itself the same way (its default CPU path: 8-bit activations and a
+float16 KV cache) on the same file; run the script with the Python that has llama-cpp-python,
+e.g. the venv `Benchmarks/vs-llamacpp` makes:
+
+    ~/.cache/pagoda/llamacpp-venv/bin/python Benchmarks/kv-cache-error.py act:int8 llamacpp
 """
 import json
 import os
@@ -40,6 +46,26 @@ def score(ids, spec):
     return json.loads(out)["positions"]
 
 
+_llama = None
+
+
+def llamacpp_score(ids):
+    """llama.cpp's logits for every position of `ids`, in `pagoda score --json`'s shape."""
+    global _llama
+    import numpy as np
+    from llama_cpp import Llama
+    if _llama is None:
+        model = os.path.expanduser("~/.cache/pagoda/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        _llama = Llama(model_path=model, n_ctx=1024, logits_all=True, n_threads=2, verbose=False)
+    _llama.reset()
+    _llama.eval(ids)
+    positions = []
+    for row in np.array(_llama.scores[:len(ids)]):
+        top = np.argsort(-row)[:50]
+        positions.append({"argmax": int(top[0]), "top": [[int(i), float(row[i])] for i in top]})
+    return positions
+
+
 def main():
     dtypes = sys.argv[1:] or ["f16", "bf16", "int8"]
     prompts = json.load(open(REFERENCE))["prompts"]
@@ -49,7 +75,8 @@ def main():
         flipped = []
         argmax_differs = positions = 0
         for p in prompts:
-            lossy = score(p["ids"] + p["greedy"]["ids"][:16], dtype)
+            tokens = p["ids"] + p["greedy"]["ids"][:16]
+            lossy = llamacpp_score(tokens) if dtype == "llamacpp" else score(tokens, dtype)
             n = len(p["ids"])
             argmax_differs += sum(lossy[i]["argmax"] != p["argmax"][i] for i in range(n))
             positions += n
