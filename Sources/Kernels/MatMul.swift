@@ -15,8 +15,8 @@ public enum ActivationPrecision: String, Sendable, CaseIterable {
 ///
 /// Quantized weights are never expanded in memory: each 32-weight chunk is decoded into registers
 /// (`WeightChunkDecoder`, one fused multiply-add per 16 weights) and multiplied there. A decoded
-/// chunk is reused for up to eight tokens (register blocking), so a prefill step decodes the
-/// weights once per eight tokens and a decode step streams them exactly once.
+/// chunk is reused for up to twelve tokens (register blocking), so a prefill step decodes the
+/// weights once per tile of tokens and a decode step streams them exactly once.
 ///
 /// Every kernel computes a given (row, token) dot product in the same order — one float32
 /// accumulator vector, fused multiply-adds chunk after chunk, then the same horizontal sum — so a
@@ -75,7 +75,7 @@ public enum MatMul {
     static func hasRegisterDecoder(_ type: GGMLType, cols: Int) -> Bool {
         switch type {
         case .f32, .f16, .bf16: cols % 32 == 0
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K, .mxfp4: true
+        case .q4_0, .q4_1, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K, .mxfp4: true  // Q5_0: stored as Q8_0
         default: false
         }
     }
@@ -97,7 +97,8 @@ public enum MatMul {
 
     /// Whether prefill (without AVX-512) takes 12-token tiles for weights of decoder `D`: only
     /// for decoders that need few registers besides the accumulators. pp512 on the AVX2 EPYC,
-    /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 (Q4_K_M) -7%, where they spill.
+    /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 -7% (its decoder spilled; Q5_0 is
+    /// now stored as Q8_0).
     static func takesTwelveTokens<D: WeightChunkDecoder>(_: D.Type) -> Bool {
         D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
     }
@@ -206,7 +207,6 @@ private struct Product {
         case .bf16 where weight.cols % 32 == 0: work(BF16Chunks.self, rows: rows)
         case .q4_0: work(Q4_0Chunks.self, rows: rows)
         case .q4_1: work(Q4_1Chunks.self, rows: rows)
-        case .q5_0: work(Q5_0Chunks.self, rows: rows)
         case .q5_1: work(Q5_1Chunks.self, rows: rows)
         case .q8_0: work(Q8_0Chunks.self, rows: rows)
         case .mxfp4: work(MXFP4Chunks.self, rows: rows)

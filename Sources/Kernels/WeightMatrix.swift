@@ -43,9 +43,10 @@ public struct WeightMatrix: @unchecked Sendable {
     @inline(__always)
     var tiledRows: Int { rows / tileRows * tileRows }
 
-    /// Wraps a 2-D tensor (repacking it when its type has a register decoder); throws if its type
+    /// Wraps a 2-D tensor (repacking it when its type has a register decoder, or into the int8
+    /// kernel's groups for `activations: .int8`, see `using(activations:)`); throws if its type
     /// cannot be computed with or the bytes do not fit.
-    public init(_ tensor: TensorData) throws {
+    public init(_ tensor: TensorData, activations: ActivationPrecision = .fp32) throws {
         guard tensor.type.isSupportedWeightType else {
             throw FormatError(tensor.path, "tensor '\(tensor.name)' has type \(tensor.type), which is not supported for weights")
         }
@@ -60,7 +61,7 @@ public struct WeightMatrix: @unchecked Sendable {
             throw FormatError(tensor.path, "tensor '\(tensor.name)' of type \(tensor.type) and shape \(tensor.shape) has \(tensor.bytes.count) bytes, which does not match")
         }
         self.init(name: tensor.name, type: tensor.type, rows: rows, cols: cols, rowBytes: rowBytes,
-                  source: base, owner: tensor.owner, releaseSource: true)
+                  source: base, owner: tensor.owner, releaseSource: true, activations: activations)
     }
 
     /// A matrix over a copy of `bytes` (plain row-major rows of `type`-encoded data, e.g. weights
@@ -79,28 +80,41 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// Stores Q5_0 as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`), then lays the rows out.
     private init(name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
-                 source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool) {
+                 source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision = .fp32) {
         guard type == .q5_0 else {
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
-                      source: source, owner: owner, releaseSource: releaseSource)
+                      source: source, owner: owner, releaseSource: releaseSource, activations: activations)
             return
         }
         let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
         if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
         self.init(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: rowBytes / 22 * 34,
-                  source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false)
+                  source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: activations)
     }
 
-    /// Repacks rows of a type with a register decoder into interleaved tiles; keeps others in place.
+    /// Repacks rows of a type with a register decoder into interleaved tiles, or into int8 groups
+    /// straight from the source (so the float layout never exists beside them); keeps others in place.
     private init(laying name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
-                 source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool) {
+                 source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision) {
         self.name = name
         self.type = type
         self.rows = rows
         self.cols = cols
         self.rowBytes = rowBytes
-        blockElements = type.blockSize == 1 ? 32 : type.blockSize
-        blockBytes = type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
+        let blockElements = type.blockSize == 1 ? 32 : type.blockSize, blockBytes = type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
+        self.blockElements = blockElements
+        self.blockBytes = blockBytes
+        if activations == .int8 && MatMul.hasInt8Kernel(type) {
+            tileRows = 1
+            let (packed, groupBytes) = Self.int8Groups(type, rows: rows, cols: cols, blockElements: blockElements,
+                                                       rowStart: { source + $0 * rowBytes }, blockStride: { _ in blockBytes })
+            if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
+            base = UnsafeRawPointer(packed.pointer)
+            self.owner = packed
+            int8GroupBytes = groupBytes
+            int8Activations = true
+            return
+        }
         let interleave = MatMul.hasRegisterDecoder(type, cols: cols) && rows >= 4
         guard interleave else {
             tileRows = 1
@@ -166,32 +180,42 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// This matrix multiplied with activations of `precision`: `.int8` takes effect for the types
-    /// with an int8 kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); the others keep float32 activations.
+    /// with an int8 kernel (Q4_0, Q4_1, Q5_1, Q8_0, and Q5_0 stored as Q8_0); the others keep
+    /// float32 activations.
     /// Their rows are repacked into groups of 8 for the integer kernel (the same bytes in another
     /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
         guard precision == .int8, MatMul.hasInt8Kernel(type), !int8Activations else { return self }
-        let type = Int32(self.type.rawValue), blocks = cols / blockElements
-        let groupBytes = blocks * pagoda_i8_group_block_bytes(type)
-        let groups = (rows + Int(PAGODA_I8_GROUP) - 1) / Int(PAGODA_I8_GROUP)
-        let packed = OwnedBytes(count: groups * groupBytes)
-        var starts = [UnsafePointer<UInt8>?](repeating: nil, count: Int(PAGODA_I8_GROUP))
-        var strides = [Int](repeating: 0, count: Int(PAGODA_I8_GROUP))
-        for group in 0 ..< groups {
-            let first = group * Int(PAGODA_I8_GROUP), count = min(Int(PAGODA_I8_GROUP), rows - first)
-            for r in 0 ..< count {
-                starts[r] = rowStart(first + r).assumingMemoryBound(to: UInt8.self)
-                strides[r] = blockStride(first + r)
-            }
-            _ = pagoda_i8_pack_group(type, starts, strides, count, blocks,
-                                     (packed.pointer + group * groupBytes).assumingMemoryBound(to: UInt8.self))
-        }
+        let (packed, groupBytes) = Self.int8Groups(type, rows: rows, cols: cols, blockElements: blockElements,
+                                                   rowStart: rowStart, blockStride: blockStride)
         var copy = self
         copy.base = UnsafeRawPointer(packed.pointer)
         copy.owner = packed
         copy.int8GroupBytes = groupBytes
         copy.int8Activations = true
         return copy
+    }
+
+    /// The rows in `Int8Dot`'s packed groups of 8 (`pagoda_i8_pack_group`), and a group's bytes;
+    /// row r's blocks start at `rowStart(r)`, `blockStride(r)` bytes apart.
+    private static func int8Groups(_ type: GGMLType, rows: Int, cols: Int, blockElements: Int,
+                                   rowStart: (Int) -> UnsafeRawPointer, blockStride: (Int) -> Int) -> (OwnedBytes, Int) {
+        let code = Int32(type.rawValue), blocks = cols / blockElements, groupRows = Int(PAGODA_I8_GROUP)
+        let groupBytes = blocks * pagoda_i8_group_block_bytes(code)
+        let groups = (rows + groupRows - 1) / groupRows
+        let packed = OwnedBytes(count: groups * groupBytes)
+        var starts = [UnsafePointer<UInt8>?](repeating: nil, count: groupRows)
+        var strides = [Int](repeating: 0, count: groupRows)
+        for group in 0 ..< groups {
+            let first = group * groupRows, count = min(groupRows, rows - first)
+            for r in 0 ..< count {
+                starts[r] = rowStart(first + r).assumingMemoryBound(to: UInt8.self)
+                strides[r] = blockStride(first + r)
+            }
+            _ = pagoda_i8_pack_group(code, starts, strides, count, blocks,
+                                     (packed.pointer + group * groupBytes).assumingMemoryBound(to: UInt8.self))
+        }
+        return (packed, groupBytes)
     }
 
     /// The packed group `group` (rows `8 * group ..< 8 * group + 8`) of an int8 matrix.

@@ -76,7 +76,7 @@ struct WeightNames {
 
     /// A matrix `[rows, cols]`, checked against the expected shape.
     func matrix(_ role: String, layer: Int? = nil, rows: Int, cols: Int) throws -> WeightMatrix {
-        try checked(try WeightMatrix(try tensor(role, layer: layer)), rows: rows, cols: cols, path: source.sourcePath)
+        try checked(try WeightMatrix(try tensor(role, layer: layer), activations: activations), rows: rows, cols: cols, path: source.sourcePath)
     }
 
     /// The `[rows, cols]` matrix of each of `count` experts: slices of one stacked
@@ -92,11 +92,11 @@ struct WeightNames {
                 guard let slice = stacked.slice(e) else {
                     throw FormatError(stacked.path, "tensor '\(stacked.name)' cannot be split into \(count) experts")
                 }
-                return try checked(try WeightMatrix(slice), rows: rows, cols: cols, path: stacked.path)
+                return try checked(try WeightMatrix(slice, activations: activations), rows: rows, cols: cols, path: stacked.path)
             }
         case .huggingFace:
             return try (0 ..< count).map { e in
-                try checked(try WeightMatrix(try tensor(role, layer: layer, expert: e)), rows: rows, cols: cols, path: source.sourcePath)
+                try checked(try WeightMatrix(try tensor(role, layer: layer, expert: e), activations: activations), rows: rows, cols: cols, path: source.sourcePath)
             }
         }
     }
