@@ -147,15 +147,22 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         var rng = SeededGenerator(seed: UInt64(type.rawValue) + 31)
         // 18 blocks per row: two groups of eight and a tail of two, as SmolLM2's 576 columns.
         let rows = 37, cols = 576, tokens = 11
-        let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
-                                      bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)).using(activations: .int8)
+        let plain = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
+                                     bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
+        let weight = plain.using(activations: .int8)
         #expect(weight.int8Activations)
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(2) }
         let seen = Self.quantized(input, cols: cols)
-        var dequantized = [Float](repeating: 0, count: rows * cols)
-        dequantized.withUnsafeMutableBufferPointer { out in
-            for r in 0 ..< rows { weight.dequantizeRow(r, into: out.baseAddress! + r * cols) }
+        func readBack(_ matrix: WeightMatrix) -> [Float] {
+            var values = [Float](repeating: .nan, count: rows * cols)
+            values.withUnsafeMutableBufferPointer { out in
+                for r in 0 ..< rows { matrix.dequantizeRow(r, into: out.baseAddress! + r * cols) }
+            }
+            return values
         }
+        // The packed groups hold the same weights: rows read back from them match the stored ones.
+        let dequantized = readBack(weight)
+        #expect(dequantized.map(\Float.bitPattern) == readBack(plain).map(\Float.bitPattern), "\(type): packed rows differ")
         var output = [Float](repeating: .nan, count: tokens * rows)
         input.withUnsafeBufferPointer { x in
             output.withUnsafeMutableBufferPointer { y in
