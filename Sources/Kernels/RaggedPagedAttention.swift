@@ -380,16 +380,21 @@ struct AttentionKernel<E: KVElement> {
     func run(pool: WorkerPool) {
         var end = start()
         while end.seq < sequences { advance(&end) }
-        let units = end.unit, items = end.firstItem
+        let units = end.unit, partitionItems = end.firstItem
         guard units > 0 else { return }
-        let split = pool.threadCount > 1 && units < 4 * pool.threadCount && units < items
-            && end.partialOffset <= RaggedPagedAttention.partialLimit
+        // Few units: items are (unit, partition, query head), so that even one decoding sequence
+        // over a short context keeps every thread busy; each item fills its head's states of the
+        // partition's slot, which are complete once all items are done.
+        let few = pool.threadCount > 1 && units < 4 * pool.threadCount
+        let headSlices = few ? qHeads : 1
+        let split = few && units < partitionItems * headSlices && end.partialOffset <= RaggedPagedAttention.partialLimit
         let perThread = scratchPerThread
         let partialFloats = split ? end.partialOffset : 0
         let counters = AttentionCounters()
         withUnsafePointer(to: counters) { counters in
             pool.run(AttentionJob(kernel: self, counters: counters, pool: pool, split: split, perThread: perThread,
-                                  partialFloats: partialFloats, units: units, items: items))
+                                  partialFloats: partialFloats, units: units, headSlices: split ? headSlices : 1,
+                                  items: partitionItems * (split ? headSlices : 1)))
         }
     }
 
@@ -456,17 +461,22 @@ struct AttentionKernel<E: KVElement> {
 
     /// Online softmax of the unit's rows over the keys of partition `k` (those each row may see), from
     /// a fresh state, into `partial`. Key tiles are read once and applied to every row and head.
-    func computePartition(seq s: Int, rows r0: Int, _ r1: Int, partition k: Int, into partial: UnsafeMutablePointer<Float>) {
+    /// Only the query heads `heads` are computed (all by default); the others' states are untouched.
+    func computePartition(seq s: Int, rows r0: Int, _ r1: Int, partition k: Int, heads: Range<Int>? = nil,
+                          into partial: UnsafeMutablePointer<Float>) {
+        let heads = heads ?? 0 ..< qHeads
         let partStart = k * Self.partitionKeys
         let partLast = partStart + Self.partitionKeys - 1
         let first = firstPosition(s) - cuQ[s]
         let keyLow = max(partStart, lowestKey(first + r0))
         let keyHigh = min(partLast, highestKey(first + r1 - 1))
-        for i in 0 ..< (r1 - r0) * qHeads {
-            let state = partial + i * stateStride
-            state[0] = -.infinity
-            state[1] = 0
-            (state + 16).update(repeating: 0, count: stateStride - 16)
+        for r in 0 ..< r1 - r0 {
+            for head in heads {
+                let state = partial + (r * qHeads + head) * stateStride
+                state[0] = -.infinity
+                state[1] = 0
+                (state + 16).update(repeating: 0, count: stateStride - 16)
+            }
         }
         guard keyLow <= keyHigh else { return }
         let table = tables + s * maxBlocks
@@ -483,15 +493,17 @@ struct AttentionKernel<E: KVElement> {
                     let block = Int(table[pos / blockSize])
                     offsets[pos - tileStart] = (block * blockSize + pos % blockSize) * kvHeads
                 }
-                // All kv heads of the tile's tokens: one contiguous stretch of each block.
-                for g in 0 ..< kvHeads {
-                    if g > 0 { for j in lo - tileStart ... hi - tileStart { offsets[j] += 1 } }
+                // The kv heads of the tile's tokens: one contiguous stretch of each block.
+                let firstGroup = heads.lowerBound / group, lastGroup = (heads.upperBound - 1) / group
+                for g in firstGroup ... lastGroup {
+                    let step = g > firstGroup ? 1 : g
+                    if step > 0 { for j in lo - tileStart ... hi - tileStart { offsets[j] += step } }
                     for r in r0 ..< r1 {
                         let p = first + r
                         let jLo = max(lo, lowestKey(p)) - tileStart
                         let jHi = min(hi, highestKey(p)) - tileStart
                         if jLo > jHi { continue }
-                        for h in 0 ..< group {
+                        for h in max(0, heads.lowerBound - g * group) ..< min(group, heads.upperBound - g * group) {
                             let qHead = g * group + h
                             update(state: partial + ((r - r0) * qHeads + qHead) * stateStride,
                                    query: q + (r * qHeads + qHead) * headDim,
@@ -671,6 +683,8 @@ struct AttentionJob<E: KVElement>: ParallelJob {
     let perThread: Int
     let partialFloats: Int
     let units: Int
+    /// Items per (unit, partition): 1, or one per query head.
+    let headSlices: Int
     let items: Int
 
     func run(thread t: Int) {
@@ -684,13 +698,15 @@ struct AttentionJob<E: KVElement>: ParallelJob {
             let partials = UnsafeMutablePointer<Float>(bitPattern: address).unsafelyUnwrapped
             var c = kernel.start()
             while true {
-                let item = counters.pointee.nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
-                if item >= items { break }
+                let claimed = counters.pointee.nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+                if claimed >= items { break }
+                let item = claimed / headSlices, head = claimed % headSlices
                 while c.firstItem + kernel.partitionCount(c) <= item { kernel.advance(&c) }
                 let d = kernel.describe(c)
                 let index = item - c.firstItem
                 let slot = partials + c.partialOffset + index * (d.r1 - d.r0) * kernel.qHeads * kernel.stateStride
-                kernel.computePartition(seq: c.seq, rows: d.r0, d.r1, partition: d.k0 + index, into: slot)
+                kernel.computePartition(seq: c.seq, rows: d.r0, d.r1, partition: d.k0 + index,
+                                        heads: headSlices == 1 ? nil : head ..< head + 1, into: slot)
                 counters.pointee.doneItems.wrappingAdd(1, ordering: .releasing)
             }
             while counters.pointee.doneItems.load(ordering: .acquiring) < items {}
