@@ -382,11 +382,13 @@ struct AttentionKernel<E: KVElement> {
         while end.seq < sequences { advance(&end) }
         let units = end.unit, partitionItems = end.firstItem
         guard units > 0 else { return }
-        // Few units: items are (unit, partition, query head), so that even one decoding sequence
-        // over a short context keeps every thread busy; each item fills its head's states of the
-        // partition's slot, which are complete once all items are done.
+        // Few units: items are (unit, partition, head slice), so that even one decoding sequence
+        // over a short context keeps every thread busy; each item fills its heads' states of the
+        // partition's slot, which are complete once all items are done. A slice is one kv head's
+        // query heads (they share each K/V tile), or one query head when kv heads are too few.
         let few = pool.threadCount > 1 && units < 4 * pool.threadCount
-        let headSlices = few ? qHeads : 1
+        let headsPerSlice = kvHeads >= pool.threadCount ? group : 1
+        let headSlices = few ? qHeads / headsPerSlice : 1
         let split = few && units < partitionItems * headSlices && end.partialOffset <= RaggedPagedAttention.partialLimit
         let perThread = scratchPerThread
         let partialFloats = split ? end.partialOffset : 0
@@ -394,6 +396,7 @@ struct AttentionKernel<E: KVElement> {
         withUnsafePointer(to: counters) { counters in
             pool.run(AttentionJob(kernel: self, counters: counters, pool: pool, split: split, perThread: perThread,
                                   partialFloats: partialFloats, units: units, headSlices: split ? headSlices : 1,
+                                  headsPerSlice: headsPerSlice,
                                   items: partitionItems * (split ? headSlices : 1)))
         }
     }
@@ -683,8 +686,9 @@ struct AttentionJob<E: KVElement>: ParallelJob {
     let perThread: Int
     let partialFloats: Int
     let units: Int
-    /// Items per (unit, partition): 1, or one per query head.
+    /// Items per (unit, partition): 1, or one per slice of `headsPerSlice` query heads.
     let headSlices: Int
+    let headsPerSlice: Int
     let items: Int
 
     func run(thread t: Int) {
@@ -706,7 +710,7 @@ struct AttentionJob<E: KVElement>: ParallelJob {
                 let index = item - c.firstItem
                 let slot = partials + c.partialOffset + index * (d.r1 - d.r0) * kernel.qHeads * kernel.stateStride
                 kernel.computePartition(seq: c.seq, rows: d.r0, d.r1, partition: d.k0 + index,
-                                        heads: headSlices == 1 ? nil : head ..< head + 1, into: slot)
+                                        heads: headSlices == 1 ? nil : head * headsPerSlice ..< (head + 1) * headsPerSlice, into: slot)
                 counters.pointee.doneItems.wrappingAdd(1, ordering: .releasing)
             }
             while counters.pointee.doneItems.load(ordering: .acquiring) < items {}
