@@ -382,13 +382,14 @@ struct AttentionKernel<E: KVElement> {
         while end.seq < sequences { advance(&end) }
         let units = end.unit, partitionItems = end.firstItem
         guard units > 0 else { return }
-        // Few units: items are (unit, partition, head slice), so that even one decoding sequence
-        // over a short context keeps every thread busy; each item fills its heads' states of the
-        // partition's slot, which are complete once all items are done. A slice is one kv head's
-        // query heads (they share each K/V tile), or one query head when kv heads are too few.
+        // Fewer units than threads: items are (unit, partition, head slice), so that even one
+        // decoding sequence over a short context keeps every thread busy; each item fills its
+        // heads' states of the partition's slot, which are complete once all items are done. A
+        // slice is one kv head's query heads (they share each K/V tile), or one query head when kv
+        // heads are too few. (Slicing heads for a few more units measured slower under load.)
         let few = pool.threadCount > 1 && units < 4 * pool.threadCount
         let headsPerSlice = kvHeads >= pool.threadCount ? group : 1
-        let headSlices = few ? qHeads / headsPerSlice : 1
+        let headSlices = units < pool.threadCount ? qHeads / headsPerSlice : 1
         let split = few && units < partitionItems * headSlices && end.partialOffset <= RaggedPagedAttention.partialLimit
         let perThread = scratchPerThread
         let partialFloats = split ? end.partialOffset : 0
