@@ -59,6 +59,15 @@ func multiplied(_ input: [Float], tokens range: Range<Int>, by weight: WeightMat
     return output
 }
 
+/// Every row of `weight` dequantized, `[rows, cols]`.
+func dequantizedRows(of weight: WeightMatrix) -> [Float] {
+    var values = [Float](repeating: .nan, count: weight.rows * weight.cols)
+    values.withUnsafeMutableBufferPointer { out in
+        for r in 0 ..< weight.rows { weight.dequantizeRow(r, into: out.baseAddress! + r * weight.cols) }
+    }
+    return values
+}
+
 /// Expects `weight`'s products with each of the `tokens` rows of `input` to be bitwise the same
 /// computed alone, inside the whole batch or a part of it, and with one thread or two.
 func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], tokens: Int) {
@@ -85,10 +94,7 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
                                       bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(2) }
-        var dequantized = [Float](repeating: 0, count: rows * cols)
-        dequantized.withUnsafeMutableBufferPointer { out in
-            for r in 0 ..< rows { weight.dequantizeRow(r, into: out.baseAddress! + r * cols) }
-        }
+        let dequantized = dequantizedRows(of: weight)
         let pool = WorkerPool(threads: 2)
         var output = [Float](repeating: .nan, count: tokens * rows)
         input.withUnsafeBufferPointer { x in
@@ -109,6 +115,22 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
             }
         }
         #expect(worst < 2e-6, "\(type): worst error relative to sum |w x| is \(worst)")
+    }
+
+    /// Q5_0 is stored as Q8_0 blocks: every weight is still the file's, bit for bit.
+    @Test func q5_0IsStoredAsTheSameWeights() throws {
+        var rng = SeededGenerator(seed: 55)
+        let rows = 9, cols = 96
+        let bytes = randomWeightBytes(.q5_0, rows: rows, cols: cols, rng: &rng)
+        let weight = try WeightMatrix(name: "w", type: .q5_0, rows: rows, cols: cols, bytes: bytes)
+        #expect(weight.type == .q8_0)
+        var expected = [Float](repeating: 0, count: rows * cols)
+        bytes.withUnsafeBytes { source in
+            expected.withUnsafeMutableBufferPointer { out in
+                Dequantize.row(.q5_0, from: source.baseAddress!, to: out.baseAddress!, count: rows * cols)
+            }
+        }
+        #expect(dequantizedRows(of: weight).map(\.bitPattern) == expected.map(\.bitPattern))
     }
 
     /// A token's outputs are bitwise the same alone, inside any batch, and with any thread count.
@@ -145,7 +167,7 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
     @Test(arguments: types)
     func matchesQuantizedActivationProduct(_ type: GGMLType) throws {
         var rng = SeededGenerator(seed: UInt64(type.rawValue) + 31)
-        // 18 blocks per row: two groups of eight and a tail of two, as SmolLM2's 576 columns.
+        // Four packed groups of eight rows and a tail of five; SmolLM2's 576 columns.
         let rows = 37, cols = 576, tokens = 11
         let plain = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
                                      bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
@@ -153,16 +175,9 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         #expect(weight.int8Activations)
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(2) }
         let seen = Self.quantized(input, cols: cols)
-        func readBack(_ matrix: WeightMatrix) -> [Float] {
-            var values = [Float](repeating: .nan, count: rows * cols)
-            values.withUnsafeMutableBufferPointer { out in
-                for r in 0 ..< rows { matrix.dequantizeRow(r, into: out.baseAddress! + r * cols) }
-            }
-            return values
-        }
         // The packed groups hold the same weights: rows read back from them match the stored ones.
-        let dequantized = readBack(weight)
-        #expect(dequantized.map(\Float.bitPattern) == readBack(plain).map(\Float.bitPattern), "\(type): packed rows differ")
+        let dequantized = dequantizedRows(of: weight)
+        #expect(dequantized.map(\.bitPattern) == dequantizedRows(of: plain).map(\.bitPattern), "\(type): packed rows differ")
         var output = [Float](repeating: .nan, count: tokens * rows)
         input.withUnsafeBufferPointer { x in
             output.withUnsafeMutableBufferPointer { y in
