@@ -50,7 +50,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
-        .target(name: "Formats", swiftSettings: numericSettings),
+        .target(name: "HalfConversion"),
+        .target(name: "Formats", dependencies: ["HalfConversion"], swiftSettings: numericSettings),
         .target(name: "Tokenizers", dependencies: ["Formats"]),
         .target(name: "Cache"),
         .target(name: "Int8Dot", cSettings: [.unsafeFlags(["-O3"] + hostCPUFlags.filter { $0 != "-Xcc" })]),

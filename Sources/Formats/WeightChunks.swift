@@ -1,3 +1,5 @@
+import HalfConversion
+
 /// Block decoders that read stored weights 32 elements (one "chunk") at a time into float32
 /// registers, in factored form: `weight = q * scale + offset`, with `q` the small integers of the
 /// block (or the float weights themselves), `scale` per chunk or per 16-element half, and `offset`
@@ -110,11 +112,14 @@ func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
 }
 
 /// float16 bits to Float: the hardware conversion (F16C, arm64) unless the build is portable,
-/// where x86-64 may lack F16C and `Float(Float16)` would be a library call.
+/// where x86-64 may lack F16C and `Float(Float16)` would be a library call. On x86-64 it goes
+/// through `pagoda_half_to_float`, which does not wait on an unrelated vector register.
 @inlinable @inline(__always)
 func halfToFloat(_ bits: UInt16) -> Float {
     #if PAGODA_PORTABLE && arch(x86_64)
     Dequantize.half(bits)
+    #elseif arch(x86_64)
+    pagoda_half_to_float(bits)
     #else
     Float(Float16(bitPattern: bits))
     #endif

@@ -26,6 +26,11 @@ public enum MatMul {
     static let rowTile = 4
     /// Rows whose weights stay cache-resident while every token tile of a step passes over them.
     static let rowChunk = 32
+    /// Bytes of packed input a token tile's span may take, so it stays in L1 (32 KiB here) while the
+    /// chunk's rows pass over it. On the AVX2 EPYC, 12-token tiles of Q8_0 weights 1536 columns
+    /// wide: 17 GMAC/s per core in one span (72 KiB), 23 in three (24 KiB each); 576 columns (27 KiB)
+    /// gained nothing from splitting.
+    static let spanInputBytes = 28 * 1024
 
     /// `output[t, r] = sum_c input[t, c] * weight[r, c]` for `tokens` rows of input
     /// (`input: [tokens, weight.cols]`, `output: [tokens, outputStride]`, written at column offset 0).
@@ -162,6 +167,36 @@ private struct ProductList {
     var totalTiles: Int { first.tiles + (second?.tiles ?? 0) + (third?.tiles ?? 0) }
 }
 
+/// The columns one call of a token-tile kernel walks (`blocks`, in weight blocks), and where the
+/// accumulators of the chunk's rows wait between spans (`MatMul.spanInputBytes`).
+private struct ColumnSpan {
+    /// Accumulators per row in the carry: the widest token tile.
+    static let tileTokens = 12
+    static var slotBytes: Int { tileTokens * MemoryLayout<Product.Accumulator>.stride }
+
+    let blocks: Range<Int>
+    /// The accumulators continue from the carry (not the first span).
+    let resumes: Bool
+    /// The last span: the sums go to the output.
+    let finishes: Bool
+    /// `[MatMul.rowChunk, tileTokens]` accumulators, 64-byte aligned.
+    let carry: UnsafeMutableRawPointer
+    /// The chunk's first row (slot 0).
+    let firstRow: Int
+
+    /// Floats of carry: `[MatMul.rowChunk, tileTokens]` accumulators.
+    static var carryFloats: Int { MatMul.rowChunk * slotBytes / MemoryLayout<Float>.stride }
+
+    @inline(__always)
+    func slot(_ row: Int) -> UnsafeMutableRawPointer { carry + (row &- firstRow) &* ColumnSpan.slotBytes }
+
+    /// Token `index`'s accumulator for `row` at the start of the span.
+    @inline(__always)
+    func initial(row: Int, _ index: Int) -> Product.Accumulator {
+        resumes ? slot(row).load(fromByteOffset: index &* MemoryLayout<Product.Accumulator>.stride, as: Product.Accumulator.self) : Product.Accumulator()
+    }
+}
+
 /// One matrix product's operands; the kernels below are its methods.
 private struct Product {
     /// `[tokens, cols]`
@@ -201,50 +236,81 @@ private struct Product {
             return
         }
         let rows = tiles.lowerBound * MatMul.rowTile ..< min(weight.rows, tiles.upperBound * MatMul.rowTile)
+        // The thread's float scratch: the span carry, then the packed input tile.
+        let scratch = pool.scratch(thread: thread, count: ColumnSpan.carryFloats + ColumnSpan.tileTokens * weight.cols)
+        let carry = UnsafeMutableRawPointer(scratch), tile = scratch + ColumnSpan.carryFloats
         switch weight.type {
-        case .f32 where weight.cols % 32 == 0: work(F32Chunks.self, rows: rows)
-        case .f16 where weight.cols % 32 == 0: work(F16Chunks.self, rows: rows)
-        case .bf16 where weight.cols % 32 == 0: work(BF16Chunks.self, rows: rows)
-        case .q4_0: work(Q4_0Chunks.self, rows: rows)
-        case .q4_1: work(Q4_1Chunks.self, rows: rows)
-        case .q5_1: work(Q5_1Chunks.self, rows: rows)
-        case .q8_0: work(Q8_0Chunks.self, rows: rows)
-        case .mxfp4: work(MXFP4Chunks.self, rows: rows)
-        case .q4_K: work(Q4_KChunks.self, rows: rows)
-        case .q5_K: work(Q5_KChunks.self, rows: rows)
-        case .q6_K: work(Q6_KChunks.self, rows: rows)
+        case .f32 where weight.cols % 32 == 0: work(F32Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .f16 where weight.cols % 32 == 0: work(F16Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .bf16 where weight.cols % 32 == 0: work(BF16Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q4_0: work(Q4_0Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q4_1: work(Q4_1Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q5_1: work(Q5_1Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q8_0: work(Q8_0Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .mxfp4: work(MXFP4Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q4_K: work(Q4_KChunks.self, rows: rows, carry: carry, tile: tile)
+        case .q5_K: work(Q5_KChunks.self, rows: rows, carry: carry, tile: tile)
+        case .q6_K: work(Q6_KChunks.self, rows: rows, carry: carry, tile: tile)
         default: workDequantized(rows: rows, scratch: pool.scratch(thread: thread, count: weight.cols))
         }
     }
 
-    /// Walks, per chunk of rows, tiles of twelve (some types, without AVX-512), eight, four and then single tokens.
-    private func work<D: WeightChunkDecoder>(_: D.Type, rows: Range<Int>) {
+    /// Walks, per chunk of rows, tiles of twelve (some types, without AVX-512), eight, four and then
+    /// single tokens. A token tile walks the columns in spans (`MatMul.spanInputBytes`), every row of
+    /// the chunk finishing one span before the next begins, so the tile's inputs for the span stay
+    /// in L1; the accumulators wait in `carry` between spans, exactly as they were, so the sums are
+    /// the same bit for bit as in one pass.
+    private func work<D: WeightChunkDecoder>(_: D.Type, rows: Range<Int>, carry: UnsafeMutableRawPointer, tile: UnsafeMutablePointer<Float>) {
+        let blocks = weight.cols / D.blockElements
+        /// Runs `body` for each span of the columns of a `tileTokens`-token tile, in order: as few
+        /// spans as fit `spanInputBytes`, of equal numbers of blocks.
+        @inline(__always)
+        func forEachSpan(firstRow: Int, tileTokens: Int, _ body: (ColumnSpan) -> Void) {
+            let spanColumns = max(D.blockElements, MatMul.spanInputBytes / (tileTokens * MemoryLayout<Float>.stride))
+            let spans = (weight.cols + spanColumns - 1) / spanColumns
+            let spanBlocks = (blocks + spans - 1) / spans
+            var start = 0
+            repeat {
+                let end = min(blocks, start + spanBlocks)
+                body(ColumnSpan(blocks: start ..< end, resumes: start > 0, finishes: end == blocks, carry: carry, firstRow: firstRow))
+                start = end
+            } while start < blocks
+        }
         var first = rows.lowerBound
         while first < rows.upperBound {
             let last = min(rows.upperBound, first + MatMul.rowChunk)
             var t = 0
             if !MatMul.twoRowTiles && MatMul.takesTwelveTokens(D.self) {
                 while t + 12 <= tokens {
-                    for row in first ..< last { tokens12(D.self, row: row, token: t) }
+                    pack(token: t, count: 12, into: tile)
+                    forEachSpan(firstRow: first, tileTokens: 12) { span in
+                        for row in first ..< last { tokens12(D.self, row: row, tile: tile, token: t, span: span) }
+                    }
                     t += 12
                 }
             }
             while t + 8 <= tokens {
-                var row = first
-                if MatMul.twoRowTiles {
-                    while row + 2 <= last {
-                        rows2Tokens8(D.self, row: row, token: t)
-                        row += 2
+                pack(token: t, count: 8, into: tile)
+                forEachSpan(firstRow: first, tileTokens: 8) { span in
+                    var row = first
+                    if MatMul.twoRowTiles {
+                        while row + 2 <= last {
+                            rows2Tokens8(D.self, row: row, tile: tile, token: t, span: span)
+                            row += 2
+                        }
                     }
-                }
-                while row < last {
-                    tokens8(D.self, row: row, token: t)
-                    row += 1
+                    while row < last {
+                        tokens8(D.self, row: row, tile: tile, token: t, span: span)
+                        row += 1
+                    }
                 }
                 t += 8
             }
             if t + 4 <= tokens {
-                for row in first ..< last { tokens4(D.self, row: row, token: t) }
+                pack(token: t, count: 4, into: tile)
+                forEachSpan(firstRow: first, tileTokens: 4) { span in
+                    for row in first ..< last { tokens4(D.self, row: row, tile: tile, token: t, span: span) }
+                }
                 t += 4
             }
             while t < tokens {
@@ -270,21 +336,48 @@ private struct Product {
     typealias Accumulator = SIMD8<Float>
     #endif
 
-    /// `acc += w · x[0..<32]`, low half then high half.
+    /// `acc += w · x[0..<32]`, vector after vector (`vector(w, 0)` first).
     @inline(__always)
     func accumulate(_ acc: inout Accumulator, _ w: (low: SIMD16<Float>, high: SIMD16<Float>), _ x: UnsafePointer<Float>) {
-        accumulate(&acc, w, Vector.load16(x), Vector.load16(x + 16))
+        for v in 0 ..< Product.vectorsPerChunk {
+            acc = acc.addingProduct(Product.vector(w, v), Product.load(x + v &* Accumulator.scalarCount))
+        }
     }
 
-    /// The same with the input's two halves already loaded (shared between rows).
+    /// Accumulator-wide vectors in a 32-weight chunk.
+    static var vectorsPerChunk: Int { 32 / Accumulator.scalarCount }
+
+    /// Vector `v` (`< vectorsPerChunk`) of a decoded chunk.
     @inline(__always)
-    func accumulate(_ acc: inout Accumulator, _ w: (low: SIMD16<Float>, high: SIMD16<Float>), _ low: SIMD16<Float>, _ high: SIMD16<Float>) {
+    static func vector(_ w: (low: SIMD16<Float>, high: SIMD16<Float>), _ v: Int) -> Accumulator {
         #if PAGODA_AVX512
-        acc = acc.addingProduct(w.low, low).addingProduct(w.high, high)
+        v == 0 ? w.low : w.high
         #else
-        acc = acc.addingProduct(w.low.lowHalf, low.lowHalf).addingProduct(w.low.highHalf, low.highHalf)
-            .addingProduct(w.high.lowHalf, high.lowHalf).addingProduct(w.high.highHalf, high.highHalf)
+        switch v {
+        case 0: w.low.lowHalf
+        case 1: w.low.highHalf
+        case 2: w.high.lowHalf
+        default: w.high.highHalf
+        }
         #endif
+    }
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> Accumulator {
+        UnsafeRawPointer(p).loadUnaligned(as: Accumulator.self)
+    }
+
+    /// Copies tokens `token..<token + count` of the input into `tile` as
+    /// `[cols / lanes, count, lanes]`: a kernel's loads for one chunk then walk one short run of
+    /// memory (one pointer and constant offsets) instead of `count` rows `cols` apart.
+    func pack(token: Int, count: Int, into tile: UnsafeMutablePointer<Float>) {
+        let lanes = Accumulator.scalarCount, cols = weight.cols
+        for j in 0 ..< count {
+            let source = input + (token + j) * cols
+            for g in 0 ..< cols / lanes {
+                UnsafeMutableRawPointer(tile + (g * count + j) * lanes).storeBytes(of: Product.load(source + g * lanes), as: Accumulator.self)
+            }
+        }
     }
 
     @inline(__always)
@@ -292,190 +385,198 @@ private struct Product {
         output[token &* stride &+ row] = MatMul.horizontalSum(acc)
     }
 
-    /// Rows `row` and `row + 1` against tokens `token..<token + 8`: each input vector loaded once
+    /// Ends token `token + index`'s accumulator for `row` in a span: its sum goes to the output
+    /// after the last span, else the accumulator waits in the span's carry.
+    @inline(__always)
+    func finish(_ acc: Accumulator, _ span: ColumnSpan, row: Int, token: Int, _ index: Int) {
+        if span.finishes {
+            store(acc, row: row, token: token &+ index)
+        } else {
+            span.slot(row).storeBytes(of: acc, toByteOffset: index &* MemoryLayout<Accumulator>.stride, as: Accumulator.self)
+        }
+    }
+
+    /// Rows `row` and `row + 1` against the packed tile's 8 tokens: each input vector loaded once
     /// serves both rows, halving the input traffic that bounds the prefill tile.
     @inline(__always)
-    func rows2Tokens8<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
-        let cols = weight.cols
-        let v = weight.rowStart(row), vStride = weight.blockStride(row)
-        let u = weight.rowStart(row &+ 1), uStride = weight.blockStride(row &+ 1)
-        let x0 = input + token &* cols
-        var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator(), a4 = Accumulator(), a5 = Accumulator(), a6 = Accumulator(), a7 = Accumulator()
-        var b0 = Accumulator(), b1 = Accumulator(), b2 = Accumulator(), b3 = Accumulator(), b4 = Accumulator(), b5 = Accumulator(), b6 = Accumulator(), b7 = Accumulator()
-        for b in 0 ..< cols / D.blockElements {
-            let blockV = v + b &* vStride, blockU = u + b &* uStride
+    func rows2Tokens8<D: WeightChunkDecoder>(_: D.Type, row: Int, tile: UnsafePointer<Float>, token: Int, span: ColumnSpan) {
+        let v0 = weight.rowStart(row), vStride = weight.blockStride(row)
+        let u0 = weight.rowStart(row &+ 1), uStride = weight.blockStride(row &+ 1)
+        let lanes = Accumulator.scalarCount
+        var a0 = span.initial(row: row, 0), a1 = span.initial(row: row, 1), a2 = span.initial(row: row, 2), a3 = span.initial(row: row, 3), a4 = span.initial(row: row, 4), a5 = span.initial(row: row, 5), a6 = span.initial(row: row, 6), a7 = span.initial(row: row, 7)
+        var b0 = span.initial(row: row &+ 1, 0), b1 = span.initial(row: row &+ 1, 1), b2 = span.initial(row: row &+ 1, 2), b3 = span.initial(row: row &+ 1, 3), b4 = span.initial(row: row &+ 1, 4), b5 = span.initial(row: row &+ 1, 5), b6 = span.initial(row: row &+ 1, 6), b7 = span.initial(row: row &+ 1, 7)
+        for b in span.blocks {
+            let blockV = v0 + b &* vStride, blockU = u0 + b &* uStride
             for c in 0 ..< D.chunksPerBlock {
-                let wv = D.chunk(blockV, c).fusedWeights(D.self), wu = D.chunk(blockU, c).fusedWeights(D.self)
-                let index: Int = b &* D.chunksPerBlock &+ c
-                let x = x0 + index &* 32
-                do {
-                    let xt = x
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a0, wv, low, high)
-                    accumulate(&b0, wu, low, high)
-                }
-                do {
-                    let xt = x + 1 &* cols
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a1, wv, low, high)
-                    accumulate(&b1, wu, low, high)
-                }
-                do {
-                    let xt = x + 2 &* cols
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a2, wv, low, high)
-                    accumulate(&b2, wu, low, high)
-                }
-                do {
-                    let xt = x + 3 &* cols
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a3, wv, low, high)
-                    accumulate(&b3, wu, low, high)
-                }
-                do {
-                    let xt = x + 4 &* cols
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a4, wv, low, high)
-                    accumulate(&b4, wu, low, high)
-                }
-                do {
-                    let xt = x + 5 &* cols
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a5, wv, low, high)
-                    accumulate(&b5, wu, low, high)
-                }
-                do {
-                    let xt = x + 6 &* cols
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a6, wv, low, high)
-                    accumulate(&b6, wu, low, high)
-                }
-                do {
-                    let xt = x + 7 &* cols
-                    let low = Vector.load16(xt), high = Vector.load16(xt + 16)
-                    accumulate(&a7, wv, low, high)
-                    accumulate(&b7, wu, low, high)
+                let chunkV = D.chunk(blockV, c).fusedWeights(D.self), chunkU = D.chunk(blockU, c).fusedWeights(D.self)
+                let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 8)
+                for v in 0 ..< Product.vectorsPerChunk {
+                    let wv = Product.vector(chunkV, v), wu = Product.vector(chunkU, v), xv = x + v &* (8 &* lanes)
+                    do {
+                        let input = Product.load(xv + 0 &* lanes)
+                        a0 = a0.addingProduct(wv, input)
+                        b0 = b0.addingProduct(wu, input)
+                    }
+                    do {
+                        let input = Product.load(xv + 1 &* lanes)
+                        a1 = a1.addingProduct(wv, input)
+                        b1 = b1.addingProduct(wu, input)
+                    }
+                    do {
+                        let input = Product.load(xv + 2 &* lanes)
+                        a2 = a2.addingProduct(wv, input)
+                        b2 = b2.addingProduct(wu, input)
+                    }
+                    do {
+                        let input = Product.load(xv + 3 &* lanes)
+                        a3 = a3.addingProduct(wv, input)
+                        b3 = b3.addingProduct(wu, input)
+                    }
+                    do {
+                        let input = Product.load(xv + 4 &* lanes)
+                        a4 = a4.addingProduct(wv, input)
+                        b4 = b4.addingProduct(wu, input)
+                    }
+                    do {
+                        let input = Product.load(xv + 5 &* lanes)
+                        a5 = a5.addingProduct(wv, input)
+                        b5 = b5.addingProduct(wu, input)
+                    }
+                    do {
+                        let input = Product.load(xv + 6 &* lanes)
+                        a6 = a6.addingProduct(wv, input)
+                        b6 = b6.addingProduct(wu, input)
+                    }
+                    do {
+                        let input = Product.load(xv + 7 &* lanes)
+                        a7 = a7.addingProduct(wv, input)
+                        b7 = b7.addingProduct(wu, input)
+                    }
                 }
             }
         }
-        store(a0, row: row, token: token &+ 0)
-        store(a1, row: row, token: token &+ 1)
-        store(a2, row: row, token: token &+ 2)
-        store(a3, row: row, token: token &+ 3)
-        store(a4, row: row, token: token &+ 4)
-        store(a5, row: row, token: token &+ 5)
-        store(a6, row: row, token: token &+ 6)
-        store(a7, row: row, token: token &+ 7)
-        store(b0, row: row &+ 1, token: token &+ 0)
-        store(b1, row: row &+ 1, token: token &+ 1)
-        store(b2, row: row &+ 1, token: token &+ 2)
-        store(b3, row: row &+ 1, token: token &+ 3)
-        store(b4, row: row &+ 1, token: token &+ 4)
-        store(b5, row: row &+ 1, token: token &+ 5)
-        store(b6, row: row &+ 1, token: token &+ 6)
-        store(b7, row: row &+ 1, token: token &+ 7)
+        finish(a0, span, row: row, token: token, 0)
+        finish(a1, span, row: row, token: token, 1)
+        finish(a2, span, row: row, token: token, 2)
+        finish(a3, span, row: row, token: token, 3)
+        finish(a4, span, row: row, token: token, 4)
+        finish(a5, span, row: row, token: token, 5)
+        finish(a6, span, row: row, token: token, 6)
+        finish(a7, span, row: row, token: token, 7)
+        finish(b0, span, row: row &+ 1, token: token, 0)
+        finish(b1, span, row: row &+ 1, token: token, 1)
+        finish(b2, span, row: row &+ 1, token: token, 2)
+        finish(b3, span, row: row &+ 1, token: token, 3)
+        finish(b4, span, row: row &+ 1, token: token, 4)
+        finish(b5, span, row: row &+ 1, token: token, 5)
+        finish(b6, span, row: row &+ 1, token: token, 6)
+        finish(b7, span, row: row &+ 1, token: token, 7)
     }
 
-    /// One row against tokens `token..<token + 12` (8-lane accumulators only: twelve of them and
-    /// the chunk's four weight vectors fill AVX2's sixteen registers): each chunk is decoded once
-    /// for twelve tokens, a third less decoding per product than the 8-token tile.
+    /// One row against the packed tile's 12 tokens (8-lane accumulators only: twelve of them and
+    /// a weight vector fill AVX2's sixteen registers): each chunk is decoded once for twelve
+    /// tokens, a third less decoding per product than the 8-token tile.
     @inline(__always)
-    func tokens12<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
-        let cols = weight.cols
+    func tokens12<D: WeightChunkDecoder>(_: D.Type, row: Int, tile: UnsafePointer<Float>, token: Int, span: ColumnSpan) {
         let w = weight.rowStart(row), blockStride = weight.blockStride(row)
-        let x0 = input + token &* cols
-        var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator(), a4 = Accumulator(), a5 = Accumulator()
-        var a6 = Accumulator(), a7 = Accumulator(), a8 = Accumulator(), a9 = Accumulator(), a10 = Accumulator(), a11 = Accumulator()
-        for b in 0 ..< cols / D.blockElements {
+        let lanes = Accumulator.scalarCount
+        var a0 = span.initial(row: row, 0), a1 = span.initial(row: row, 1), a2 = span.initial(row: row, 2), a3 = span.initial(row: row, 3), a4 = span.initial(row: row, 4), a5 = span.initial(row: row, 5)
+        var a6 = span.initial(row: row, 6), a7 = span.initial(row: row, 7), a8 = span.initial(row: row, 8), a9 = span.initial(row: row, 9), a10 = span.initial(row: row, 10), a11 = span.initial(row: row, 11)
+        for b in span.blocks {
             let block = w + b &* blockStride
             for c in 0 ..< D.chunksPerBlock {
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
-                let index: Int = b &* D.chunksPerBlock &+ c
-                let x = x0 + index &* 32
-                accumulate(&a0, chunk, x)
-                accumulate(&a1, chunk, x + 1 &* cols)
-                accumulate(&a2, chunk, x + 2 &* cols)
-                accumulate(&a3, chunk, x + 3 &* cols)
-                accumulate(&a4, chunk, x + 4 &* cols)
-                accumulate(&a5, chunk, x + 5 &* cols)
-                accumulate(&a6, chunk, x + 6 &* cols)
-                accumulate(&a7, chunk, x + 7 &* cols)
-                accumulate(&a8, chunk, x + 8 &* cols)
-                accumulate(&a9, chunk, x + 9 &* cols)
-                accumulate(&a10, chunk, x + 10 &* cols)
-                accumulate(&a11, chunk, x + 11 &* cols)
+                let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 12)
+                for v in 0 ..< Product.vectorsPerChunk {
+                    let wv = Product.vector(chunk, v), xv = x + v &* (12 &* lanes)
+                    a0 = a0.addingProduct(wv, Product.load(xv + 0 &* lanes))
+                    a1 = a1.addingProduct(wv, Product.load(xv + 1 &* lanes))
+                    a2 = a2.addingProduct(wv, Product.load(xv + 2 &* lanes))
+                    a3 = a3.addingProduct(wv, Product.load(xv + 3 &* lanes))
+                    a4 = a4.addingProduct(wv, Product.load(xv + 4 &* lanes))
+                    a5 = a5.addingProduct(wv, Product.load(xv + 5 &* lanes))
+                    a6 = a6.addingProduct(wv, Product.load(xv + 6 &* lanes))
+                    a7 = a7.addingProduct(wv, Product.load(xv + 7 &* lanes))
+                    a8 = a8.addingProduct(wv, Product.load(xv + 8 &* lanes))
+                    a9 = a9.addingProduct(wv, Product.load(xv + 9 &* lanes))
+                    a10 = a10.addingProduct(wv, Product.load(xv + 10 &* lanes))
+                    a11 = a11.addingProduct(wv, Product.load(xv + 11 &* lanes))
+                }
             }
         }
-        store(a0, row: row, token: token &+ 0)
-        store(a1, row: row, token: token &+ 1)
-        store(a2, row: row, token: token &+ 2)
-        store(a3, row: row, token: token &+ 3)
-        store(a4, row: row, token: token &+ 4)
-        store(a5, row: row, token: token &+ 5)
-        store(a6, row: row, token: token &+ 6)
-        store(a7, row: row, token: token &+ 7)
-        store(a8, row: row, token: token &+ 8)
-        store(a9, row: row, token: token &+ 9)
-        store(a10, row: row, token: token &+ 10)
-        store(a11, row: row, token: token &+ 11)
+        finish(a0, span, row: row, token: token, 0)
+        finish(a1, span, row: row, token: token, 1)
+        finish(a2, span, row: row, token: token, 2)
+        finish(a3, span, row: row, token: token, 3)
+        finish(a4, span, row: row, token: token, 4)
+        finish(a5, span, row: row, token: token, 5)
+        finish(a6, span, row: row, token: token, 6)
+        finish(a7, span, row: row, token: token, 7)
+        finish(a8, span, row: row, token: token, 8)
+        finish(a9, span, row: row, token: token, 9)
+        finish(a10, span, row: row, token: token, 10)
+        finish(a11, span, row: row, token: token, 11)
     }
 
-    /// One row against tokens `token..<token + 8`: each chunk is decoded once for eight tokens.
+    /// One row against the packed tile's 8 tokens: each chunk is decoded once for eight tokens.
     @inline(__always)
-    func tokens8<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
-        let cols = weight.cols
+    func tokens8<D: WeightChunkDecoder>(_: D.Type, row: Int, tile: UnsafePointer<Float>, token: Int, span: ColumnSpan) {
         let w = weight.rowStart(row), blockStride = weight.blockStride(row)
-        let x0 = input + token &* cols
-        var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator(), a4 = Accumulator(), a5 = Accumulator(), a6 = Accumulator(), a7 = Accumulator()
-        for b in 0 ..< cols / D.blockElements {
+        let lanes = Accumulator.scalarCount
+        var a0 = span.initial(row: row, 0), a1 = span.initial(row: row, 1), a2 = span.initial(row: row, 2), a3 = span.initial(row: row, 3), a4 = span.initial(row: row, 4), a5 = span.initial(row: row, 5)
+        var a6 = span.initial(row: row, 6), a7 = span.initial(row: row, 7)
+        for b in span.blocks {
             let block = w + b &* blockStride
             for c in 0 ..< D.chunksPerBlock {
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
-                let index: Int = b &* D.chunksPerBlock &+ c
-                let x = x0 + index &* 32
-                accumulate(&a0, chunk, x)
-                accumulate(&a1, chunk, x + 1 &* cols)
-                accumulate(&a2, chunk, x + 2 &* cols)
-                accumulate(&a3, chunk, x + 3 &* cols)
-                accumulate(&a4, chunk, x + 4 &* cols)
-                accumulate(&a5, chunk, x + 5 &* cols)
-                accumulate(&a6, chunk, x + 6 &* cols)
-                accumulate(&a7, chunk, x + 7 &* cols)
+                let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 8)
+                for v in 0 ..< Product.vectorsPerChunk {
+                    let wv = Product.vector(chunk, v), xv = x + v &* (8 &* lanes)
+                    a0 = a0.addingProduct(wv, Product.load(xv + 0 &* lanes))
+                    a1 = a1.addingProduct(wv, Product.load(xv + 1 &* lanes))
+                    a2 = a2.addingProduct(wv, Product.load(xv + 2 &* lanes))
+                    a3 = a3.addingProduct(wv, Product.load(xv + 3 &* lanes))
+                    a4 = a4.addingProduct(wv, Product.load(xv + 4 &* lanes))
+                    a5 = a5.addingProduct(wv, Product.load(xv + 5 &* lanes))
+                    a6 = a6.addingProduct(wv, Product.load(xv + 6 &* lanes))
+                    a7 = a7.addingProduct(wv, Product.load(xv + 7 &* lanes))
+                }
             }
         }
-        store(a0, row: row, token: token &+ 0)
-        store(a1, row: row, token: token &+ 1)
-        store(a2, row: row, token: token &+ 2)
-        store(a3, row: row, token: token &+ 3)
-        store(a4, row: row, token: token &+ 4)
-        store(a5, row: row, token: token &+ 5)
-        store(a6, row: row, token: token &+ 6)
-        store(a7, row: row, token: token &+ 7)
+        finish(a0, span, row: row, token: token, 0)
+        finish(a1, span, row: row, token: token, 1)
+        finish(a2, span, row: row, token: token, 2)
+        finish(a3, span, row: row, token: token, 3)
+        finish(a4, span, row: row, token: token, 4)
+        finish(a5, span, row: row, token: token, 5)
+        finish(a6, span, row: row, token: token, 6)
+        finish(a7, span, row: row, token: token, 7)
     }
 
-    /// One row against tokens `token..<token + 4`: each chunk is decoded once for four tokens.
+    /// One row against the packed tile's 4 tokens: each chunk is decoded once for four tokens.
     @inline(__always)
-    func tokens4<D: WeightChunkDecoder>(_: D.Type, row: Int, token: Int) {
-        let cols = weight.cols
+    func tokens4<D: WeightChunkDecoder>(_: D.Type, row: Int, tile: UnsafePointer<Float>, token: Int, span: ColumnSpan) {
         let w = weight.rowStart(row), blockStride = weight.blockStride(row)
-        let x0 = input + token &* cols
-        var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator()
-        for b in 0 ..< cols / D.blockElements {
+        let lanes = Accumulator.scalarCount
+        var a0 = span.initial(row: row, 0), a1 = span.initial(row: row, 1), a2 = span.initial(row: row, 2), a3 = span.initial(row: row, 3)
+        for b in span.blocks {
             let block = w + b &* blockStride
             for c in 0 ..< D.chunksPerBlock {
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
-                let index: Int = b &* D.chunksPerBlock &+ c
-                let x = x0 + index &* 32
-                accumulate(&a0, chunk, x)
-                accumulate(&a1, chunk, x + 1 &* cols)
-                accumulate(&a2, chunk, x + 2 &* cols)
-                accumulate(&a3, chunk, x + 3 &* cols)
+                let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 4)
+                for v in 0 ..< Product.vectorsPerChunk {
+                    let wv = Product.vector(chunk, v), xv = x + v &* (4 &* lanes)
+                    a0 = a0.addingProduct(wv, Product.load(xv + 0 &* lanes))
+                    a1 = a1.addingProduct(wv, Product.load(xv + 1 &* lanes))
+                    a2 = a2.addingProduct(wv, Product.load(xv + 2 &* lanes))
+                    a3 = a3.addingProduct(wv, Product.load(xv + 3 &* lanes))
+                }
             }
         }
-        store(a0, row: row, token: token &+ 0)
-        store(a1, row: row, token: token &+ 1)
-        store(a2, row: row, token: token &+ 2)
-        store(a3, row: row, token: token &+ 3)
+        finish(a0, span, row: row, token: token, 0)
+        finish(a1, span, row: row, token: token, 1)
+        finish(a2, span, row: row, token: token, 2)
+        finish(a3, span, row: row, token: token, 3)
     }
 
     /// Rows `row..<row + 4` against one token: four independent accumulation chains.

@@ -7,7 +7,7 @@ import Kernels
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks.",
-        subcommands: [BenchModel.self, BenchAttention.self, BenchLoad.self],
+        subcommands: [BenchModel.self, BenchAttention.self, BenchMatMul.self, BenchLoad.self],
         defaultSubcommand: BenchModel.self)
 }
 

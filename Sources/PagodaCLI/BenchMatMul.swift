@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import Formats
+import Kernels
+
+/// `pagoda bench matmul`: one weight matrix of a GGUF file times a batch of random activations,
+/// timed alone. The best of many repetitions is reported beside the median, so a kernel change can
+/// be measured on a machine whose other load moves whole-model figures by tens of percent.
+struct BenchMatMul: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "matmul",
+        abstract: "Matrix-product throughput for weights of a GGUF file (best and median of many runs).")
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(help: "Comma-separated tensor names (default: layer 0's attn_q, ffn_gate and ffn_down).")
+    var tensors: String = "blk.0.attn_q.weight,blk.0.ffn_gate.weight,blk.0.ffn_down.weight"
+
+    @Option(help: "Comma-separated token counts (rows of input).")
+    var tokens: String = "1,512"
+
+    @Option(name: .shortAndLong, help: "Timed products per measurement.")
+    var repetitions: Int = 30
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let tokenList = try BenchAttention.parseList(tokens, "--tokens")
+        guard repetitions > 0 else { throw ValidationError("--repetitions must be positive") }
+        let path = try options.resolvedPath()
+        let file = try GGUFFile(path: path)
+        let pool = WorkerPool(threads: options.threads ?? WorkerPool.availableCores)
+        var rows: [String] = []
+        if !json { print("tensor                      type    rows  cols  tokens   best ms  median ms  GMAC/s (best)") }
+        for name in tensors.split(separator: ",").map(String.init) {
+            guard let tensor = file.tensor(named: name) else {
+                throw ValidationError("\(path) has no tensor '\(name)'")
+            }
+            let weight = try WeightMatrix(tensor, activations: options.activationOptions.precision)
+            for count in tokenList {
+                let input = UnsafeMutablePointer<Float>.allocate(capacity: count * weight.cols)
+                let output = UnsafeMutablePointer<Float>.allocate(capacity: count * weight.rows)
+                defer { input.deallocate(); output.deallocate() }
+                var random = SplitMix64(state: 1)
+                for i in 0 ..< count * weight.cols { input[i] = Float.random(in: -1 ..< 1, using: &random) }
+                MatMul.multiply(input, tokens: count, by: weight, into: output, pool: pool)  // warm-up
+                var seconds: [Double] = []
+                for _ in 0 ..< repetitions {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    MatMul.multiply(input, tokens: count, by: weight, into: output, pool: pool)
+                    seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                }
+                seconds.sort()
+                let best = seconds[0], median = seconds[seconds.count / 2]
+                let gmacs = Double(count * weight.rows * weight.cols) / best / 1e9
+                if json {
+                    rows.append("{\"tensor\": \"\(name)\", \"type\": \"\(weight.type)\", \"rows\": \(weight.rows), \"cols\": \(weight.cols), \"tokens\": \(count), \"best_s\": \(best), \"median_s\": \(median), \"gmac_per_s\": \(gmacs)}")
+                } else {
+                    print(String(format: "%-26@ %6@ %6d %5d %7d %9.3f %10.3f %9.1f", name, "\(weight.type)", weight.rows, weight.cols,
+                                 count, best * 1000, median * 1000, gmacs))
+                }
+            }
+        }
+        if json { print("{\"threads\": \(pool.threadCount), \"results\": [\(rows.joined(separator: ", "))]}") }
+    }
+}
