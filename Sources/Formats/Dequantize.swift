@@ -97,6 +97,14 @@ private func blocks(
     }
 }
 
+extension Dequantize {
+    /// `count` elements (a multiple of `D.blockElements`) of decoder `D`'s blocks at `source`, as
+    /// float32 rounded as ggml rounds them (for layouts written at load time, e.g. `Q4_KWideChunks`).
+    public static func row<D: WeightChunkDecoder>(_: D.Type, from source: UnsafeRawPointer, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        chunks(D.self, count, source, destination)
+    }
+}
+
 /// Runs a chunk decoder over the `count / D.blockElements` blocks at `source`, storing each chunk.
 @inline(__always)
 private func chunks<D: WeightChunkDecoder>(

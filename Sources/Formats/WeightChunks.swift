@@ -431,3 +431,72 @@ public enum Q6_KChunks: WeightChunkDecoder {
         return WeightChunk(lanes(q0, minus: 32), lanes(q1, minus: 32), scaleLow: d0, scaleHigh: d1)
     }
 }
+
+// MARK: - Layouts written at load time
+
+/// Q4_K as the matmul kernels keep it (`WeightMatrix`), 24 bytes per 32 elements:
+/// `scale: f32` (`d * scale`), `offset: f32` (`-dmin * min`), `qs: [16] u8` with element j in the
+/// low nibble of byte j and element j + 16 in its high nibble (Q4_1's order). The same factors and
+/// values as `Q4_KChunks`, so every weight is bitwise the same; the decoder is Q4_1's, without the
+/// K-quant's 6-bit scale unpacking and float16 widening per chunk.
+public enum Q4_KWideChunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var hasOffset: Bool { true }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 24 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let scale = block.loadUnaligned(as: Float.self), offset = block.loadUnaligned(fromByteOffset: 4, as: Float.self)
+        let q = wideBytes(block, 8)
+        return WeightChunk(nibbleLanes(q, high: false), nibbleLanes(q, high: true), scale: scale, offset: offset)
+    }
+
+    /// Rewrites `blocks` Q4_K blocks at `source` as `8 * blocks` blocks of this layout at `destination`.
+    public static func widen(_ source: UnsafeRawPointer, blocks: Int, into destination: UnsafeMutableRawPointer) {
+        for b in 0 ..< blocks * 8 {
+            let chunk = Q4_KChunks.chunk(source + (b >> 3) * Q4_KChunks.blockBytes, b & 7)
+            let to = destination + b * blockBytes
+            to.storeBytes(of: chunk.scaleLow, as: Float.self)
+            to.storeBytes(of: chunk.offset, toByteOffset: 4, as: Float.self)
+            for j in 0 ..< 16 {
+                to.storeBytes(of: UInt8(chunk.low[j]) | UInt8(chunk.high[j]) << 4, toByteOffset: 8 + j, as: UInt8.self)
+            }
+        }
+    }
+}
+
+/// Q6_K as the matmul kernels keep it (`WeightMatrix`), 40 bytes per 32 elements:
+/// `scaleLow: f32` and `scaleHigh: f32` (`d * scale` of each 16-element half), then `q - 32` as
+/// 32 signed bytes. The same factors and values as `Q6_KChunks` (bitwise the same weights), decoded
+/// like Q8_0 instead of from 4 + 2 split bits.
+public enum Q6_KWideChunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .halves }
+    @inlinable public static var blockElements: Int { 32 }
+    @inlinable public static var blockBytes: Int { 40 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d0 = block.loadUnaligned(as: Float.self), d1 = block.loadUnaligned(fromByteOffset: 4, as: Float.self)
+        let a = block.loadUnaligned(fromByteOffset: 8, as: SIMD16<Int8>.self)
+        let b = block.loadUnaligned(fromByteOffset: 24, as: SIMD16<Int8>.self)
+        var low = SIMD16<Float>(), high = SIMD16<Float>()
+        for i in 0..<16 {
+            low[i] = Float(a[i])
+            high[i] = Float(b[i])
+        }
+        return WeightChunk(low, high, scaleLow: d0, scaleHigh: d1)
+    }
+
+    /// Rewrites `blocks` Q6_K blocks at `source` as `8 * blocks` blocks of this layout at `destination`.
+    public static func widen(_ source: UnsafeRawPointer, blocks: Int, into destination: UnsafeMutableRawPointer) {
+        for b in 0 ..< blocks * 8 {
+            let chunk = Q6_KChunks.chunk(source + (b >> 3) * Q6_KChunks.blockBytes, b & 7)
+            let to = destination + b * blockBytes
+            to.storeBytes(of: chunk.scaleLow, as: Float.self)
+            to.storeBytes(of: chunk.scaleHigh, toByteOffset: 4, as: Float.self)
+            for j in 0 ..< 16 {
+                to.storeBytes(of: Int8(chunk.low[j]), toByteOffset: 8 + j, as: Int8.self)
+                to.storeBytes(of: Int8(chunk.high[j]), toByteOffset: 24 + j, as: Int8.self)
+            }
+        }
+    }
+}

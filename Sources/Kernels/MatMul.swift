@@ -103,9 +103,10 @@ public enum MatMul {
     /// Whether prefill (without AVX-512) takes 12-token tiles for weights of decoder `D`: only
     /// for decoders that need few registers besides the accumulators. pp512 on the AVX2 EPYC,
     /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 -7% (its decoder spilled; Q5_0 is
-    /// now stored as Q8_0).
+    /// now stored as Q8_0). The wide K-quant layouts decode like Q4_1 and Q8_0.
     static func takesTwelveTokens<D: WeightChunkDecoder>(_: D.Type) -> Bool {
         D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
+            || D.self == Q4_KWideChunks.self || D.self == Q6_KWideChunks.self
     }
 
     /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
@@ -248,8 +249,10 @@ private struct Product {
         case .q5_1: work(Q5_1Chunks.self, rows: rows, carry: carry, tile: tile)
         case .q8_0: work(Q8_0Chunks.self, rows: rows, carry: carry, tile: tile)
         case .mxfp4: work(MXFP4Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q4_K where weight.widened: work(Q4_KWideChunks.self, rows: rows, carry: carry, tile: tile)
         case .q4_K: work(Q4_KChunks.self, rows: rows, carry: carry, tile: tile)
         case .q5_K: work(Q5_KChunks.self, rows: rows, carry: carry, tile: tile)
+        case .q6_K where weight.widened: work(Q6_KWideChunks.self, rows: rows, carry: carry, tile: tile)
         case .q6_K: work(Q6_KChunks.self, rows: rows, carry: carry, tile: tile)
         default: workDequantized(rows: rows, scratch: pool.scratch(thread: thread, count: weight.cols))
         }

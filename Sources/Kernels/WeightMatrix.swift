@@ -15,7 +15,7 @@ import Int8Dot
 /// stream that the hardware prefetcher follows (four separate row streams measured 3x slower for
 /// Q8_0 and F16). Rows after the last full tile stay in plain row order. The file's pages are
 /// released after the copy, so the repacked weights cost no extra memory. Q5_0 is stored as Q8_0
-/// (`q8_0Blocks(fromQ5_0:)`, lossless). Other types (Q2_K, Q3_K)
+/// (`q8_0Blocks(fromQ5_0:)`, lossless), Q4_K and Q6_K in wide layouts (`widened`, lossless). Other types (Q2_K, Q3_K)
 /// are read in place from the memory-mapped file.
 public struct WeightMatrix: @unchecked Sendable {
     public let name: String
@@ -38,6 +38,9 @@ public struct WeightMatrix: @unchecked Sendable {
     public private(set) var int8Activations = false
     /// Bytes of one packed group of 8 rows (int8 activations only).
     private(set) var int8GroupBytes = 0
+    /// Q4_K and Q6_K rows are stored in the wide layouts of `Q4_KWideChunks` / `Q6_KWideChunks`
+    /// (always, for those types): 32-element blocks with float32 factors.
+    public let widened: Bool
 
     /// Rows that belong to full interleaved tiles.
     @inline(__always)
@@ -78,30 +81,50 @@ public struct WeightMatrix: @unchecked Sendable {
                   source: UnsafeRawPointer(copy.pointer), owner: copy, releaseSource: false)
     }
 
-    /// Stores Q5_0 as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`), then lays the rows out.
+    /// Stores Q5_0 as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`) and Q4_K / Q6_K in their wide
+    /// layouts (`Q4_KWideChunks`, `Q6_KWideChunks`), then lays the rows out.
     private init(name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
                  source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision = .fp32) {
-        guard type == .q5_0 else {
+        switch type {
+        case .q5_0:
+            let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
+            if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
+            self.init(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: rowBytes / 22 * 34,
+                      source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: activations)
+        case .q4_K, .q6_K:
+            // Wide K-quants (measured in BENCHMARKS.md, 2026-12-01 evening): 24 instead of 18 bytes
+            // (Q4_K) and 40 instead of 26.25 (Q6_K) per 32 weights.
+            let blocks = rows * rowBytes / type.bytesPerBlock
+            let wideBlockBytes = type == .q4_K ? Q4_KWideChunks.blockBytes : Q6_KWideChunks.blockBytes
+            let widened = OwnedBytes(count: blocks * 8 * wideBlockBytes)
+            if type == .q4_K {
+                Q4_KWideChunks.widen(source, blocks: blocks, into: widened.pointer)
+            } else {
+                Q6_KWideChunks.widen(source, blocks: blocks, into: widened.pointer)
+            }
+            if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
+            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: cols / 32 * wideBlockBytes,
+                      source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: activations,
+                      wideBlockBytes: wideBlockBytes)
+        default:
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
                       source: source, owner: owner, releaseSource: releaseSource, activations: activations)
-            return
         }
-        let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
-        if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
-        self.init(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: rowBytes / 22 * 34,
-                  source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: activations)
     }
 
     /// Repacks rows of a type with a register decoder into interleaved tiles, or into int8 groups
     /// straight from the source (so the float layout never exists beside them); keeps others in place.
     private init(laying name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
-                 source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision) {
+                 source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision,
+                 wideBlockBytes: Int? = nil) {
         self.name = name
         self.type = type
         self.rows = rows
         self.cols = cols
         self.rowBytes = rowBytes
-        let blockElements = type.blockSize == 1 ? 32 : type.blockSize, blockBytes = type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
+        widened = wideBlockBytes != nil
+        let blockElements = wideBlockBytes != nil ? 32 : type.blockSize == 1 ? 32 : type.blockSize
+        let blockBytes = wideBlockBytes ?? type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
         self.blockElements = blockElements
         self.blockBytes = blockBytes
         if activations == .int8 && MatMul.hasInt8Kernel(type) {
@@ -250,12 +273,21 @@ public struct WeightMatrix: @unchecked Sendable {
             return
         }
         if tileRows == 1 {
-            Dequantize.row(type, from: base + row * rowBytes, to: destination, count: cols)
+            decode(from: base + row * rowBytes, to: destination, count: cols)
             return
         }
         let start = rowStart(row), stride = blockStride(row)
         for block in 0 ..< cols / blockElements {
-            Dequantize.row(type, from: start + block * stride, to: destination + block * blockElements, count: blockElements)
+            decode(from: start + block * stride, to: destination + block * blockElements, count: blockElements)
+        }
+    }
+
+    /// `count` elements of consecutive stored blocks at `source` as float32.
+    private func decode(from source: UnsafeRawPointer, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        switch type {
+        case .q4_K where widened: Dequantize.row(Q4_KWideChunks.self, from: source, to: destination, count: count)
+        case .q6_K where widened: Dequantize.row(Q6_KWideChunks.self, from: source, to: destination, count: count)
+        default: Dequantize.row(type, from: source, to: destination, count: count)
         }
     }
 }

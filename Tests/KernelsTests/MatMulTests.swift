@@ -117,17 +117,23 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         #expect(worst < 2e-6, "\(type): worst error relative to sum |w x| is \(worst)")
     }
 
-    /// Q5_0 is stored as Q8_0 blocks: every weight is still the file's, bit for bit.
-    @Test func q5_0IsStoredAsTheSameWeights() throws {
-        var rng = SeededGenerator(seed: 55)
-        let rows = 9, cols = 96
-        let bytes = randomWeightBytes(.q5_0, rows: rows, cols: cols, rng: &rng)
-        let weight = try WeightMatrix(name: "w", type: .q5_0, rows: rows, cols: cols, bytes: bytes)
-        #expect(weight.type == .q8_0)
+    /// Q5_0 is stored as Q8_0 blocks, Q4_K and Q6_K in their wide layouts: every weight is still
+    /// the file's, bit for bit.
+    @Test(arguments: [GGMLType.q5_0, .q4_K, .q6_K])
+    func rewrittenLayoutsKeepTheSameWeights(_ type: GGMLType) throws {
+        var rng = SeededGenerator(seed: 55 + UInt64(type.rawValue))
+        let rows = 9, cols = 512
+        let bytes = randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)
+        let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols, bytes: bytes)
+        if type == .q5_0 {
+            #expect(weight.type == .q8_0)
+        } else {
+            #expect(weight.type == type && weight.widened)
+        }
         var expected = [Float](repeating: 0, count: rows * cols)
         bytes.withUnsafeBytes { source in
             expected.withUnsafeMutableBufferPointer { out in
-                Dequantize.row(.q5_0, from: source.baseAddress!, to: out.baseAddress!, count: rows * cols)
+                _ = Dequantize.row(type, from: source.baseAddress!, to: out.baseAddress!, count: rows * cols)
             }
         }
         #expect(dequantizedRows(of: weight).map(\.bitPattern) == expected.map(\.bitPattern))
