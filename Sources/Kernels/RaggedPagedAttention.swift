@@ -568,6 +568,31 @@ struct AttentionKernel<E: KVElement> {
         }
         let acc = state + 16
         var d = 0
+        // 64 dimensions at a time: four independent accumulator vectors per key instead of one
+        // chain of dependent multiply-adds (each element still adds its keys in ascending j).
+        while d + 64 <= headDim {
+            var a0 = Vector.load16(acc + d), a1 = Vector.load16(acc + d + 16)
+            var a2 = Vector.load16(acc + d + 32), a3 = Vector.load16(acc + d + 48)
+            if correction != 1 {
+                let c = SIMD16(repeating: correction)
+                a0 *= c
+                a1 *= c
+                a2 *= c
+                a3 *= c
+            }
+            for j in jLo ... jHi {
+                let w = SIMD16(repeating: weights[j]), v = values + offsets[j] * vectorBytes
+                a0.addProduct(w, E.load16(v, d))
+                a1.addProduct(w, E.load16(v, d + 16))
+                a2.addProduct(w, E.load16(v, d + 32))
+                a3.addProduct(w, E.load16(v, d + 48))
+            }
+            Vector.store16(a0, acc + d)
+            Vector.store16(a1, acc + d + 16)
+            Vector.store16(a2, acc + d + 32)
+            Vector.store16(a3, acc + d + 48)
+            d += 64
+        }
         while d + 16 <= headDim {
             var a = Vector.load16(acc + d)
             if correction != 1 { a *= SIMD16(repeating: correction) }
