@@ -249,11 +249,9 @@ private struct Product {
         case .q5_1: work(Q5_1Chunks.self, rows: rows, carry: carry, tile: tile)
         case .q8_0: work(Q8_0Chunks.self, rows: rows, carry: carry, tile: tile)
         case .mxfp4: work(MXFP4Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .q4_K where weight.widened: work(Q4_KWideChunks.self, rows: rows, carry: carry, tile: tile)
-        case .q4_K: work(Q4_KChunks.self, rows: rows, carry: carry, tile: tile)
+        case .q4_K: work(Q4_KWideChunks.self, rows: rows, carry: carry, tile: tile)  // stored wide (WeightMatrix)
         case .q5_K: work(Q5_KChunks.self, rows: rows, carry: carry, tile: tile)
-        case .q6_K where weight.widened: work(Q6_KWideChunks.self, rows: rows, carry: carry, tile: tile)
-        case .q6_K: work(Q6_KChunks.self, rows: rows, carry: carry, tile: tile)
+        case .q6_K: work(Q6_KWideChunks.self, rows: rows, carry: carry, tile: tile)  // stored wide (WeightMatrix)
         default: workDequantized(rows: rows, scratch: pool.scratch(thread: thread, count: weight.cols))
         }
     }

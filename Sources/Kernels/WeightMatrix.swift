@@ -38,9 +38,9 @@ public struct WeightMatrix: @unchecked Sendable {
     public private(set) var int8Activations = false
     /// Bytes of one packed group of 8 rows (int8 activations only).
     private(set) var int8GroupBytes = 0
-    /// Q4_K and Q6_K rows are stored in the wide layouts of `Q4_KWideChunks` / `Q6_KWideChunks`
-    /// (always, for those types): 32-element blocks with float32 factors.
-    public let widened: Bool
+    /// Whether the rows are stored in a wide layout (`Q4_KWideChunks` / `Q6_KWideChunks`: 32-element
+    /// blocks with float32 factors), which Q4_K and Q6_K always are.
+    public var widened: Bool { type == .q4_K || type == .q6_K }
 
     /// Rows that belong to full interleaved tiles.
     @inline(__always)
@@ -122,7 +122,6 @@ public struct WeightMatrix: @unchecked Sendable {
         self.rows = rows
         self.cols = cols
         self.rowBytes = rowBytes
-        widened = wideBlockBytes != nil
         let blockElements = wideBlockBytes != nil ? 32 : type.blockSize == 1 ? 32 : type.blockSize
         let blockBytes = wideBlockBytes ?? type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
         self.blockElements = blockElements
@@ -285,8 +284,8 @@ public struct WeightMatrix: @unchecked Sendable {
     /// `count` elements of consecutive stored blocks at `source` as float32.
     private func decode(from source: UnsafeRawPointer, to destination: UnsafeMutablePointer<Float>, count: Int) {
         switch type {
-        case .q4_K where widened: Dequantize.row(Q4_KWideChunks.self, from: source, to: destination, count: count)
-        case .q6_K where widened: Dequantize.row(Q6_KWideChunks.self, from: source, to: destination, count: count)
+        case .q4_K: Dequantize.row(Q4_KWideChunks.self, from: source, to: destination, count: count)
+        case .q6_K: Dequantize.row(Q6_KWideChunks.self, from: source, to: destination, count: count)
         default: Dequantize.row(type, from: source, to: destination, count: count)
         }
     }
