@@ -534,9 +534,19 @@ struct AttentionKernel<E: KVElement> {
     @_specialize(exported: false, where E == Int8Element)
     func update(state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
                 partials: UnsafeMutablePointer<SIMD16<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int) {
-        // Per-key lane partial sums of q . k, then one transposing reduction gives lane j = score j.
-        for j in 0 ..< Self.keyTile {
-            partials[j] = j < jLo || j > jHi ? SIMD16() : dotPartial(query, keys + offsets[j] * vectorBytes)
+        // Per-key lane partial sums of q . k, four keys at a time where the tile allows (independent
+        // chains; each key's sum is the one `dotPartial` forms), then one transposing reduction
+        // gives lane j = score j.
+        var j = 0
+        while j < Self.keyTile {
+            if j >= jLo && j + 3 <= jHi {
+                dotPartials(query, keys + offsets[j] * vectorBytes, keys + offsets[j + 1] * vectorBytes,
+                            keys + offsets[j + 2] * vectorBytes, keys + offsets[j + 3] * vectorBytes, into: partials + j)
+                j += 4
+            } else {
+                partials[j] = j < jLo || j > jHi ? SIMD16() : dotPartial(query, keys + offsets[j] * vectorBytes)
+                j += 1
+            }
         }
         var scores = reduceTransposed(partials)
         if E.isScaled {
@@ -623,15 +633,42 @@ struct AttentionKernel<E: KVElement> {
             acc.addProduct(Vector.load16(query + i), E.load16(key, i))
             i += 16
         }
-        if i < headDim {
-            var tail: Float = 0
-            while i < headDim {
-                tail += query[i] * E.load1(key, i)
-                i += 1
-            }
-            acc[0] += tail
-        }
+        addTail(&acc, query, key, from: i)
         return acc
+    }
+
+    /// `dotPartial` of four keys, interleaved: four independent multiply-add chains instead of
+    /// one key's chain at a time (bitwise the same sums).
+    @inline(__always)
+    func dotPartials(_ query: UnsafePointer<Float>, _ k0: UnsafeRawPointer, _ k1: UnsafeRawPointer,
+                     _ k2: UnsafeRawPointer, _ k3: UnsafeRawPointer, into out: UnsafeMutablePointer<SIMD16<Float>>) {
+        var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= headDim {
+            let x = Vector.load16(query + i)
+            a0.addProduct(x, E.load16(k0, i))
+            a1.addProduct(x, E.load16(k1, i))
+            a2.addProduct(x, E.load16(k2, i))
+            a3.addProduct(x, E.load16(k3, i))
+            i += 16
+        }
+        addTail(&a0, query, k0, from: i)
+        addTail(&a1, query, k1, from: i)
+        addTail(&a2, query, k2, from: i)
+        addTail(&a3, query, k3, from: i)
+        out[0] = a0
+        out[1] = a1
+        out[2] = a2
+        out[3] = a3
+    }
+
+    /// Adds `query . key` over elements `i ..< headDim` (fewer than 16), summed in order, to lane 0.
+    @inline(__always)
+    func addTail(_ acc: inout SIMD16<Float>, _ query: UnsafePointer<Float>, _ key: UnsafeRawPointer, from start: Int) {
+        guard start < headDim else { return }
+        var tail: Float = 0
+        for i in start ..< headDim { tail += query[i] * E.load1(key, i) }
+        acc[0] += tail
     }
 }
 
