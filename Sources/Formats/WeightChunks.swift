@@ -493,10 +493,18 @@ public enum Q6_KWideChunks: WeightChunkDecoder {
             let to = destination + b * blockBytes
             to.storeBytes(of: chunk.scaleLow, as: Float.self)
             to.storeBytes(of: chunk.scaleHigh, toByteOffset: 4, as: Float.self)
-            for j in 0 ..< 16 {
-                to.storeBytes(of: Int8(chunk.low[j]), toByteOffset: 8 + j, as: Int8.self)
-                to.storeBytes(of: Int8(chunk.high[j]), toByteOffset: 24 + j, as: Int8.self)
-            }
+            chunk.storeSignedBytes(to: to + 8)
+        }
+    }
+}
+
+extension WeightChunk {
+    /// Writes `low` then `high` (small integers in -128...127) as 32 signed bytes: the values part
+    /// of a Q8_0-like block, for layouts rewritten at load (`Q6_KWideChunks`, Q5_0 stored as Q8_0).
+    public func storeSignedBytes(to destination: UnsafeMutableRawPointer) {
+        for j in 0 ..< 16 {
+            destination.storeBytes(of: Int8(low[j]), toByteOffset: j, as: Int8.self)
+            destination.storeBytes(of: Int8(high[j]), toByteOffset: 16 + j, as: Int8.self)
         }
     }
 }

@@ -174,15 +174,8 @@ public struct WeightMatrix: @unchecked Sendable {
         let out = OwnedBytes(count: blocks * 34)
         for b in 0 ..< blocks {
             let from = source + b * 22, to = out.pointer + b * 34
-            to.copyMemory(from: from, byteCount: 2)
-            let qh = UInt32(littleEndian: from.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
-            for j in 0 ..< 16 {
-                let byte = from.load(fromByteOffset: 6 + j, as: UInt8.self)
-                let low = Int32(byte & 0x0F) | Int32((qh >> UInt32(j)) & 1) << 4
-                let high = Int32(byte >> 4) | Int32((qh >> UInt32(j + 16)) & 1) << 4
-                to.storeBytes(of: Int8(low - 16), toByteOffset: 2 + j, as: Int8.self)
-                to.storeBytes(of: Int8(high - 16), toByteOffset: 18 + j, as: Int8.self)
-            }
+            to.copyMemory(from: from, byteCount: 2)  // the float16 scale, as it is
+            Q5_0Chunks.chunk(from, 0).storeSignedBytes(to: to + 2)  // q - 16
         }
         return out
     }
