@@ -498,6 +498,67 @@ public enum Q6_KWideChunks: WeightChunkDecoder {
     }
 }
 
+/// Q5_0 as the matmul kernels keep it when a row is a multiple of 96 elements (`WeightMatrix`):
+/// 72 bytes per 96 elements, 6 bits per weight (the file's Q5_0 takes 5.5, as Q8_0 bytes 8.5).
+/// Layout: `words: [2][8] u32`, then `d: [3] f16` (the file's scales, one per chunk of 32), then
+/// 2 zero bytes. Each 32-bit word holds six 5-bit fields, `q - 16` in two's complement, field f
+/// at bits `5f + 2 ..< 5f + 7`. Element `32c + 8k + i` (chunk c, vector k < 4, lane i < 8) is field
+/// `c + 3 * (k & 1)` of word i in group `k >> 1`. A vector of eight elements is thus one field of
+/// eight words: two whole-vector shifts (left, then arithmetic right) instead of gathering Q5_0's
+/// fifth bits lane by lane. The values and scales are Q5_0's, so every weight is bitwise the same.
+public enum Q5_0PackedChunks: WeightChunkDecoder {
+    @inlinable public static var scaling: ChunkScaling { .whole }
+    @inlinable public static var blockElements: Int { 96 }
+    @inlinable public static var blockBytes: Int { 72 }
+    @inlinable @inline(__always)
+    public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
+        let d = half(block, 64 &+ 2 &* chunk)
+        // Field c moves to the top bits, then sign-extends down.
+        let lowShift = Int32(truncatingIfNeeded: 25 &- 5 &* chunk), highShift = lowShift &- 15
+        let group0 = block.loadUnaligned(as: SIMD8<Int32>.self)
+        let group1 = block.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int32>.self)
+        @inline(__always)
+        func field(_ words: SIMD8<Int32>, _ shift: Int32) -> SIMD8<Float> {
+            let q = (words &<< shift) &>> 27
+            var r = SIMD8<Float>()
+            for i in 0..<8 { r[i] = Float(q[i]) }
+            return r
+        }
+        return WeightChunk(SIMD16(lowHalf: field(group0, lowShift), highHalf: field(group0, highShift)),
+                           SIMD16(lowHalf: field(group1, lowShift), highHalf: field(group1, highShift)), scale: d)
+    }
+
+    /// Rewrites `3 * blocks` Q5_0 blocks at `source` as `blocks` blocks of this layout at `destination`.
+    public static func pack(_ source: UnsafeRawPointer, blocks: Int, into destination: UnsafeMutableRawPointer) {
+        for b in 0 ..< blocks {
+            let to = destination + b * blockBytes
+            to.initializeMemory(as: UInt8.self, repeating: 0, count: blockBytes)
+            for c in 0 ..< 3 {
+                let from = source + (3 * b + c) * Q5_0Chunks.blockBytes
+                (to + 64 + 2 * c).copyMemory(from: from, byteCount: 2)
+                let chunk = Q5_0Chunks.chunk(from, 0)  // q - 16
+                for e in 0 ..< 32 {
+                    let value = UInt32(bitPattern: Int32(e < 16 ? chunk.low[e] : chunk.high[e - 16])) & 0x1F
+                    let (word, shift) = position(32 * c + e)
+                    to.storeBytes(of: to.loadUnaligned(fromByteOffset: word, as: UInt32.self) | value << shift, toByteOffset: word, as: UInt32.self)
+                }
+            }
+        }
+    }
+
+    /// Element `j`'s `q - 16` (j < 96) in the block at `block`.
+    public static func value(_ block: UnsafeRawPointer, _ j: Int) -> Int32 {
+        let (word, shift) = position(j)
+        return (block.loadUnaligned(fromByteOffset: word, as: Int32.self) &<< (27 - Int32(shift))) &>> 27
+    }
+
+    /// Where element `j` (< 96) of a block sits: the byte offset of its word and its field's shift.
+    static func position(_ j: Int) -> (word: Int, shift: UInt32) {
+        let c = j / 32, e = j % 32, k = e / 8
+        return (32 * (k >> 1) + 4 * (e % 8), UInt32(2 + 5 * (c + 3 * (k & 1))))
+    }
+}
+
 extension WeightChunk {
     /// Writes `low` then `high` (small integers in -128...127) as 32 signed bytes: the values part
     /// of a Q8_0-like block, for layouts rewritten at load (`Q6_KWideChunks`, Q5_0 stored as Q8_0).

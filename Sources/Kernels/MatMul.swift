@@ -70,7 +70,7 @@ public enum MatMul {
     /// Whether `type` has an integer kernel for 8-bit activations.
     static func hasInt8Kernel(_ type: GGMLType) -> Bool {
         switch type {
-        case .q4_0, .q4_1, .q5_1, .q8_0: true  // Q5_0 is stored as Q8_0 (WeightMatrix)
+        case .q4_0, .q4_1, .q5_1, .q8_0: true  // Q5_0 is stored as Q8_0 for int8 activations (WeightMatrix)
         default: false
         }
     }
@@ -80,7 +80,7 @@ public enum MatMul {
     static func hasRegisterDecoder(_ type: GGMLType, cols: Int) -> Bool {
         switch type {
         case .f32, .f16, .bf16: cols % 32 == 0
-        case .q4_0, .q4_1, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K, .mxfp4: true  // Q5_0: stored as Q8_0
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K, .mxfp4: true  // Q5_0: packed or as Q8_0
         default: false
         }
     }
@@ -106,7 +106,7 @@ public enum MatMul {
     /// now stored as Q8_0). The wide K-quant layouts decode like Q4_1 and Q8_0.
     static func takesTwelveTokens<D: WeightChunkDecoder>(_: D.Type) -> Bool {
         D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
-            || D.self == Q4_KWideChunks.self || D.self == Q6_KWideChunks.self
+            || D.self == Q4_KWideChunks.self || D.self == Q6_KWideChunks.self || D.self == Q5_0PackedChunks.self
     }
 
     /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
@@ -246,6 +246,7 @@ private struct Product {
         case .bf16 where weight.cols % 32 == 0: work(BF16Chunks.self, rows: rows, carry: carry, tile: tile)
         case .q4_0: work(Q4_0Chunks.self, rows: rows, carry: carry, tile: tile)
         case .q4_1: work(Q4_1Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q5_0: work(Q5_0PackedChunks.self, rows: rows, carry: carry, tile: tile)  // stored packed (WeightMatrix)
         case .q5_1: work(Q5_1Chunks.self, rows: rows, carry: carry, tile: tile)
         case .q8_0: work(Q8_0Chunks.self, rows: rows, carry: carry, tile: tile)
         case .mxfp4: work(MXFP4Chunks.self, rows: rows, carry: carry, tile: tile)

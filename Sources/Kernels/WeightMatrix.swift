@@ -14,9 +14,10 @@ import Int8Dot
 /// row 0 block 1, ...), so the decode kernel, which takes four rows at once, reads one sequential
 /// stream that the hardware prefetcher follows (four separate row streams measured 3x slower for
 /// Q8_0 and F16). Rows after the last full tile stay in plain row order. The file's pages are
-/// released after the copy, so the repacked weights cost no extra memory. Q5_0 is stored as Q8_0
-/// (`q8_0Blocks(fromQ5_0:)`, lossless), Q4_K and Q6_K in wide layouts (`widened`, lossless). Other types (Q2_K, Q3_K)
-/// are read in place from the memory-mapped file.
+/// released after the copy, so the repacked weights cost no extra memory. Q5_0 is stored in
+/// 96-element blocks of 6-bit fields (`Q5_0PackedChunks`) where its rows allow, else as Q8_0
+/// (`q8_0Blocks(fromQ5_0:)`), Q4_K and Q6_K in wide layouts (`widened`); all lossless. Other types
+/// (Q2_K, Q3_K) are read in place from the memory-mapped file.
 public struct WeightMatrix: @unchecked Sendable {
     public let name: String
     public let type: GGMLType
@@ -81,11 +82,22 @@ public struct WeightMatrix: @unchecked Sendable {
                   source: UnsafeRawPointer(copy.pointer), owner: copy, releaseSource: false)
     }
 
-    /// Stores Q5_0 as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`) and Q4_K / Q6_K in their wide
+    /// Stores Q5_0 packed (`Q5_0PackedChunks`; rows of a multiple of 96 elements, float32 activations)
+    /// or as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`), and Q4_K / Q6_K in their wide
     /// layouts (`Q4_KWideChunks`, `Q6_KWideChunks`), then lays the rows out.
     private init(name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
                  source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision = .fp32) {
         switch type {
+        case .q5_0 where activations == .fp32 && cols % Q5_0PackedChunks.blockElements == 0:
+            // 6 bits per weight instead of Q8_0's 8.5: the SmolLM2 "Q4_K_M" file (mostly Q5_0)
+            // takes 23 MiB less (BENCHMARKS.md, 2026-12-01 — Q5_0 packed).
+            let blocks = rows * cols / Q5_0PackedChunks.blockElements
+            let packed = OwnedBytes(count: blocks * Q5_0PackedChunks.blockBytes)
+            Q5_0PackedChunks.pack(source, blocks: blocks, into: packed.pointer)
+            if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
+            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: blocks / rows * Q5_0PackedChunks.blockBytes,
+                      source: UnsafeRawPointer(packed.pointer), owner: packed, releaseSource: false, activations: activations,
+                      storedBlock: (Q5_0PackedChunks.blockElements, Q5_0PackedChunks.blockBytes))
         case .q5_0:
             let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
             if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
@@ -105,7 +117,7 @@ public struct WeightMatrix: @unchecked Sendable {
             if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: cols / 32 * wideBlockBytes,
                       source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: activations,
-                      wideBlockBytes: wideBlockBytes)
+                      storedBlock: (32, wideBlockBytes))
         default:
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
                       source: source, owner: owner, releaseSource: releaseSource, activations: activations)
@@ -116,14 +128,14 @@ public struct WeightMatrix: @unchecked Sendable {
     /// straight from the source (so the float layout never exists beside them); keeps others in place.
     private init(laying name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
                  source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision,
-                 wideBlockBytes: Int? = nil) {
+                 storedBlock: (elements: Int, bytes: Int)? = nil) {
         self.name = name
         self.type = type
         self.rows = rows
         self.cols = cols
         self.rowBytes = rowBytes
-        let blockElements = wideBlockBytes != nil ? 32 : type.blockSize == 1 ? 32 : type.blockSize
-        let blockBytes = wideBlockBytes ?? type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
+        let blockElements = storedBlock?.elements ?? (type.blockSize == 1 ? 32 : type.blockSize)
+        let blockBytes = storedBlock?.bytes ?? type.bytesPerBlock * (type.blockSize == 1 ? 32 : 1)
         self.blockElements = blockElements
         self.blockBytes = blockBytes
         if activations == .int8 && MatMul.hasInt8Kernel(type) {
@@ -200,6 +212,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Their rows are repacked into groups of 8 for the integer kernel (the same bytes in another
     /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
+        if precision == .int8 && type == .q5_0 { return q8_0Rows().using(activations: .int8) }
         guard precision == .int8, MatMul.hasInt8Kernel(type), !int8Activations else { return self }
         let (packed, groupBytes) = Self.int8Groups(type, rows: rows, cols: cols, blockElements: blockElements,
                                                    rowStart: rowStart, blockStride: blockStride)
@@ -209,6 +222,24 @@ public struct WeightMatrix: @unchecked Sendable {
         copy.int8GroupBytes = groupBytes
         copy.int8Activations = true
         return copy
+    }
+
+    /// Packed Q5_0 (`Q5_0PackedChunks`) as row-major Q8_0 blocks of the same values and scales:
+    /// the int8 kernel's source.
+    private func q8_0Rows() -> WeightMatrix {
+        let blocksPerRow = cols / 32, q8 = OwnedBytes(count: rows * blocksPerRow * 34)
+        for row in 0 ..< rows {
+            let start = rowStart(row), stride = blockStride(row)
+            for b in 0 ..< blocksPerRow {
+                let block = start + b / 3 * stride, to = q8.pointer + (row * blocksPerRow + b) * 34
+                to.copyMemory(from: block + 64 + 2 * (b % 3), byteCount: 2)
+                for e in 0 ..< 32 {
+                    (to + 2 + e).storeBytes(of: Int8(Q5_0PackedChunks.value(block, 32 * (b % 3) + e)), as: Int8.self)
+                }
+            }
+        }
+        return WeightMatrix(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: blocksPerRow * 34,
+                            source: UnsafeRawPointer(q8.pointer), owner: q8, releaseSource: false, activations: .fp32)
     }
 
     /// The rows in `Int8Dot`'s packed groups of 8 (`pagoda_i8_pack_group`), and a group's bytes;
@@ -279,6 +310,7 @@ public struct WeightMatrix: @unchecked Sendable {
         switch type {
         case .q4_K: Dequantize.row(Q4_KWideChunks.self, from: source, to: destination, count: count)
         case .q6_K: Dequantize.row(Q6_KWideChunks.self, from: source, to: destination, count: count)
+        case .q5_0: Dequantize.row(Q5_0PackedChunks.self, from: source, to: destination, count: count)
         default: Dequantize.row(type, from: source, to: destination, count: count)
         }
     }

@@ -117,16 +117,16 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         #expect(worst < 2e-6, "\(type): worst error relative to sum |w x| is \(worst)")
     }
 
-    /// Q5_0 is stored as Q8_0 blocks, Q4_K and Q6_K in their wide layouts: every weight is still
-    /// the file's, bit for bit.
-    @Test(arguments: [GGMLType.q5_0, .q4_K, .q6_K])
-    func rewrittenLayoutsKeepTheSameWeights(_ type: GGMLType) throws {
-        var rng = SeededGenerator(seed: 55 + UInt64(type.rawValue))
-        let rows = 9, cols = 512
+    /// Q5_0 is stored packed (rows of a multiple of 96 elements) or as Q8_0 blocks, Q4_K and Q6_K
+    /// in their wide layouts: every weight is still the file's, bit for bit.
+    @Test(arguments: zip([GGMLType.q5_0, .q5_0, .q4_K, .q6_K], [576, 512, 512, 512]))
+    func rewrittenLayoutsKeepTheSameWeights(_ type: GGMLType, cols: Int) throws {
+        var rng = SeededGenerator(seed: 55 + UInt64(type.rawValue) + UInt64(cols))
+        let rows = 9
         let bytes = randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)
         let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols, bytes: bytes)
         if type == .q5_0 {
-            #expect(weight.type == .q8_0)
+            #expect(weight.type == (cols % 96 == 0 ? .q5_0 : .q8_0))
         } else {
             #expect(weight.type == type && weight.widened)
         }
@@ -137,6 +137,37 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
             }
         }
         #expect(dequantizedRows(of: weight).map(\.bitPattern) == expected.map(\.bitPattern))
+    }
+
+    /// Packed Q5_0 (`Q5_0PackedChunks`) gives the same products, bit for bit, as Q8_0 blocks of the
+    /// same values (`q - 16`, the same scales), with float32 and with int8 activations, in every
+    /// token tile (12, 8, 4 and single tokens) and in rows outside the interleaved tiles.
+    @Test func packedQ5_0MatchesQ8_0() throws {
+        var rng = SeededGenerator(seed: 5096)
+        let rows = 37, cols = 576, tokens = 29
+        let bytes = randomWeightBytes(.q5_0, rows: rows, cols: cols, rng: &rng)
+        var q8 = [UInt8]()
+        for block in stride(from: 0, to: bytes.count, by: 22) {
+            q8 += bytes[block ..< block + 2]
+            let qh = UInt32(bytes[block + 2]) | UInt32(bytes[block + 3]) << 8 | UInt32(bytes[block + 4]) << 16 | UInt32(bytes[block + 5]) << 24
+            for j in 0 ..< 32 {
+                let nibble = j < 16 ? bytes[block + 6 + j] & 0x0F : bytes[block + 6 + j - 16] >> 4
+                q8.append(UInt8(bitPattern: Int8(Int(nibble) | Int((qh >> UInt32(j)) & 1) << 4) - 16))
+            }
+        }
+        let packed = try WeightMatrix(name: "w", type: .q5_0, rows: rows, cols: cols, bytes: bytes)
+        let reference = try WeightMatrix(name: "w", type: .q8_0, rows: rows, cols: cols, bytes: q8)
+        #expect(packed.type == .q5_0 && reference.type == .q8_0)
+        let input = (0 ..< tokens * cols).map { _ in rng.symmetric(2) }
+        for threads in [1, 2] {
+            #expect(multiplied(input, tokens: 0 ..< tokens, by: packed, threads: threads).map(\.bitPattern)
+                    == multiplied(input, tokens: 0 ..< tokens, by: reference, threads: threads).map(\.bitPattern))
+        }
+        let packedInt8 = packed.using(activations: .int8), referenceInt8 = reference.using(activations: .int8)
+        #expect(packedInt8.int8Activations && referenceInt8.int8Activations)
+        #expect(multiplied(input, tokens: 0 ..< tokens, by: packedInt8, threads: 2).map(\.bitPattern)
+                == multiplied(input, tokens: 0 ..< tokens, by: referenceInt8, threads: 2).map(\.bitPattern))
+        expectBatchAndThreadInvariant(packed, input: input, tokens: 13)
     }
 
     /// A token's outputs are bitwise the same alone, inside any batch, and with any thread count.
