@@ -102,8 +102,9 @@ public enum MatMul {
 
     /// Whether prefill (without AVX-512) takes 12-token tiles for weights of decoder `D`: only
     /// for decoders that need few registers besides the accumulators. pp512 on the AVX2 EPYC,
-    /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 -7% (its decoder spilled; Q5_0 is
-    /// now stored as Q8_0). The wide K-quant layouts decode like Q4_1 and Q8_0.
+    /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 -7% (the file's layout, whose decoder
+    /// spilled; Q5_0 is now stored packed or as Q8_0). The wide K-quant layouts decode like Q4_1 and
+    /// Q8_0, packed Q5_0 with two shifts per vector.
     static func takesTwelveTokens<D: WeightChunkDecoder>(_: D.Type) -> Bool {
         D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
             || D.self == Q4_KWideChunks.self || D.self == Q6_KWideChunks.self || D.self == Q5_0PackedChunks.self

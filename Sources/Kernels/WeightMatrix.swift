@@ -212,7 +212,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Their rows are repacked into groups of 8 for the integer kernel (the same bytes in another
     /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
-        if precision == .int8 && type == .q5_0 { return q8_0Rows().using(activations: .int8) }
+        if precision == .int8 && type == .q5_0 { return int8FromPackedQ5_0() }
         guard precision == .int8, MatMul.hasInt8Kernel(type), !int8Activations else { return self }
         let (packed, groupBytes) = Self.int8Groups(type, rows: rows, cols: cols, blockElements: blockElements,
                                                    rowStart: rowStart, blockStride: blockStride)
@@ -224,9 +224,9 @@ public struct WeightMatrix: @unchecked Sendable {
         return copy
     }
 
-    /// Packed Q5_0 (`Q5_0PackedChunks`) as row-major Q8_0 blocks of the same values and scales:
-    /// the int8 kernel's source.
-    private func q8_0Rows() -> WeightMatrix {
+    /// Packed Q5_0 (`Q5_0PackedChunks`) for int8 activations: rewritten as row-major Q8_0 blocks of
+    /// the same values and scales, from which the int8 kernel's groups are packed.
+    private func int8FromPackedQ5_0() -> WeightMatrix {
         let blocksPerRow = cols / 32, q8 = OwnedBytes(count: rows * blocksPerRow * 34)
         for row in 0 ..< rows {
             let start = rowStart(row), stride = blockStride(row)
@@ -239,7 +239,7 @@ public struct WeightMatrix: @unchecked Sendable {
             }
         }
         return WeightMatrix(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: blocksPerRow * 34,
-                            source: UnsafeRawPointer(q8.pointer), owner: q8, releaseSource: false, activations: .fp32)
+                            source: UnsafeRawPointer(q8.pointer), owner: q8, releaseSource: false, activations: .int8)
     }
 
     /// The rows in `Int8Dot`'s packed groups of 8 (`pagoda_i8_pack_group`), and a group's bytes;
