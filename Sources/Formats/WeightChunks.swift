@@ -111,6 +111,18 @@ func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
     halfToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
 }
 
+/// The little-endian float16 fields at `offset` and `offset + 2` (a block's scale and offset),
+/// widened to Float (exactly) with one load and one conversion where the hardware has it.
+@inlinable @inline(__always)
+func halfPair(_ p: UnsafeRawPointer, _ offset: Int) -> (Float, Float) {
+    #if PAGODA_PORTABLE || !arch(x86_64)
+    (half(p, offset), half(p, offset &+ 2))
+    #else
+    let pair = pagoda_half_pair_to_float(p + offset)
+    return (pair[0], pair[1])
+    #endif
+}
+
 /// float16 bits to Float: the hardware conversion (F16C, arm64) unless the build is portable,
 /// where x86-64 may lack F16C and `Float(Float16)` would be a library call. On x86-64 it goes
 /// through `pagoda_half_to_float`, which does not wait on an unrelated vector register.
@@ -275,7 +287,7 @@ public enum Q4_1Chunks: WeightChunkDecoder {
     @inlinable public static var blockBytes: Int { 20 }
     @inlinable @inline(__always)
     public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
-        let d = half(block, 0), m = half(block, 2)
+        let (d, m) = halfPair(block, 0)
         let q = wideBytes(block, 4)
         return WeightChunk(nibbleLanes(q, high: false), nibbleLanes(q, high: true), scale: d, offset: m)
     }
@@ -305,7 +317,7 @@ public enum Q5_1Chunks: WeightChunkDecoder {
     @inlinable public static var blockBytes: Int { 24 }
     @inlinable @inline(__always)
     public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
-        let d = half(block, 0), m = half(block, 2)
+        let (d, m) = halfPair(block, 0)
         let qh = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
         let q = wideBytes(block, 8)
         return WeightChunk(
