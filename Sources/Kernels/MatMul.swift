@@ -22,6 +22,9 @@ public enum ActivationPrecision: String, Sendable, CaseIterable {
 /// accumulator vector, fused multiply-adds chunk after chunk, then the same horizontal sum — so a
 /// token's result is bitwise the same whichever kernel and batch it runs in.
 public enum MatMul {
+    /// Bytes ahead of the decode kernel's weight stream that it prefetches (`PAGODA_PREFETCH_BYTES`).
+    static let prefetchDistance = Int(PAGODA_PREFETCH_BYTES)
+
     /// Weight rows each thread's range is aligned to: the decode kernel takes four rows at once.
     static let rowTile = 4
     /// Rows whose weights stay cache-resident while every token tile of a step passes over them.
@@ -594,6 +597,10 @@ private struct Product {
         var a0 = Accumulator(), a1 = Accumulator(), a2 = Accumulator(), a3 = Accumulator()
         for b in 0 ..< cols / D.blockElements {
             let offset = b &* blockStride
+            // This block step's bytes (the tile's four rows), `prefetchDistance` ahead in the stream.
+            for line in Swift.stride(from: 0, to: 4 &* D.blockBytes, by: 64) {
+                pagoda_prefetch(w0 + (offset &+ MatMul.prefetchDistance &+ line))
+            }
             for c in 0 ..< D.chunksPerBlock {
                 let index: Int = b &* D.chunksPerBlock &+ c
                 let x = x0 + index &* 32

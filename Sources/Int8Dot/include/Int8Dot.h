@@ -59,3 +59,13 @@ int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t
 #ifdef __cplusplus
 }
 #endif
+
+/// How far ahead of a decode product's weight stream the kernels prefetch (the Swift float kernels
+/// and the int8 kernel alike). Without it a decode step on the AVX2 EPYC waited on memory between
+/// the hardware prefetcher's runs; tg128 with it, against none, 2048 and per-type distances:
+/// BENCHMARKS.md, 2026-12-01 (late session).
+#define PAGODA_PREFETCH_BYTES 4096
+
+/// Asks for the cache line at `p` (a read, kept in every level). Never faults, so it may point past
+/// the end of the weights.
+static inline void pagoda_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
