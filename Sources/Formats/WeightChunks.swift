@@ -145,6 +145,15 @@ func lanes(_ q: SIMD16<UInt8>, minus bias: Int32 = 0) -> SIMD16<Float> {
     return r
 }
 
+/// `Float(q[i])` of the sixteen signed bytes at `offset` (Q8_0-like values).
+@inlinable @inline(__always)
+func signedByteLanes(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD16<Float> {
+    let q = p.loadUnaligned(fromByteOffset: offset, as: SIMD16<Int8>.self)
+    var r = SIMD16<Float>()
+    for i in 0..<16 { r[i] = Float(q[i]) }
+    return r
+}
+
 /// The sixteen bytes at `offset` zero-extended to 32-bit lanes. Loading this way lets LLVM widen
 /// straight from memory (`vpmovzxbd`); nibbles are then split in the wide lanes, which takes
 /// fewer instructions than splitting bytes and widening each half from a register.
@@ -333,15 +342,7 @@ public enum Q8_0Chunks: WeightChunkDecoder {
     @inlinable public static var blockBytes: Int { 34 }
     @inlinable @inline(__always)
     public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
-        let d = half(block, 0)
-        let a = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)
-        let b = block.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self)
-        var low = SIMD16<Float>(), high = SIMD16<Float>()
-        for i in 0..<16 {
-            low[i] = Float(a[i])
-            high[i] = Float(b[i])
-        }
-        return WeightChunk(low, high, scale: d)
+        WeightChunk(signedByteLanes(block, 2), signedByteLanes(block, 18), scale: half(block, 0))
     }
 }
 
@@ -488,14 +489,7 @@ public enum Q6_KWideChunks: WeightChunkDecoder {
     @inlinable @inline(__always)
     public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
         let d0 = block.loadUnaligned(as: Float.self), d1 = block.loadUnaligned(fromByteOffset: 4, as: Float.self)
-        let a = block.loadUnaligned(fromByteOffset: 8, as: SIMD16<Int8>.self)
-        let b = block.loadUnaligned(fromByteOffset: 24, as: SIMD16<Int8>.self)
-        var low = SIMD16<Float>(), high = SIMD16<Float>()
-        for i in 0..<16 {
-            low[i] = Float(a[i])
-            high[i] = Float(b[i])
-        }
-        return WeightChunk(low, high, scaleLow: d0, scaleHigh: d1)
+        return WeightChunk(signedByteLanes(block, 8), signedByteLanes(block, 24), scaleLow: d0, scaleHigh: d1)
     }
 
     /// Rewrites `blocks` Q6_K blocks at `source` as `8 * blocks` blocks of this layout at `destination`.
