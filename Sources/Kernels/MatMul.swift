@@ -110,7 +110,7 @@ public enum MatMul {
     /// Q8_0, packed Q5_0 with two shifts per vector.
     static func takesTwelveTokens<D: WeightChunkDecoder>(_: D.Type) -> Bool {
         D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
-            || D.self == Q4_KWideChunks.self || D.self == Q6_KWideChunks.self || D.self == Q5_0PackedChunks.self
+            || D.self == Q4_0PlanesChunks.self || D.self == Q4_1PlanesChunks.self || D.self == Q4_KWideChunks.self || D.self == Q6_KWideChunks.self || D.self == Q5_0PackedChunks.self
     }
 
     /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
@@ -248,7 +248,9 @@ private struct Product {
         case .f32 where weight.cols % 32 == 0: work(F32Chunks.self, rows: rows, carry: carry, tile: tile)
         case .f16 where weight.cols % 32 == 0: work(F16Chunks.self, rows: rows, carry: carry, tile: tile)
         case .bf16 where weight.cols % 32 == 0: work(BF16Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q4_0 where weight.nibblePlanes: work(Q4_0PlanesChunks.self, rows: rows, carry: carry, tile: tile)
         case .q4_0: work(Q4_0Chunks.self, rows: rows, carry: carry, tile: tile)
+        case .q4_1 where weight.nibblePlanes: work(Q4_1PlanesChunks.self, rows: rows, carry: carry, tile: tile)
         case .q4_1: work(Q4_1Chunks.self, rows: rows, carry: carry, tile: tile)
         case .q5_0: work(Q5_0PackedChunks.self, rows: rows, carry: carry, tile: tile)  // stored packed (WeightMatrix)
         case .q5_1: work(Q5_1Chunks.self, rows: rows, carry: carry, tile: tile)
@@ -350,6 +352,32 @@ private struct Product {
         }
     }
 
+    /// `acc += w · x[0..<32]` and `other += u · x[0..<32]`, the two chains interleaved vector by
+    /// vector (each in `accumulate`'s order, so the sums are bitwise the same).
+    @inline(__always)
+    func accumulate(_ acc: inout Accumulator, _ w: (low: SIMD16<Float>, high: SIMD16<Float>),
+                    _ other: inout Accumulator, _ u: (low: SIMD16<Float>, high: SIMD16<Float>), _ x: UnsafePointer<Float>) {
+        for v in 0 ..< Product.vectorsPerChunk {
+            let input = Product.load(x + v &* Accumulator.scalarCount)
+            acc = acc.addingProduct(Product.vector(w, v), input)
+            other = other.addingProduct(Product.vector(u, v), input)
+        }
+    }
+
+    /// Runs `body` for the chunks `0 ..< D.chunksPerBlock` of a block, written out for blocks of
+    /// up to three chunks so that each call's chunk index is a constant: LLVM kept a 2-chunk loop
+    /// rolled, and the nibble-plane decoders then shifted by a register, which cost a quarter of
+    /// the Q4_1 decode kernel's speed in a C model of it.
+    @inline(__always)
+    func forEachChunk<D: WeightChunkDecoder>(_: D.Type, _ body: (Int) -> Void) {
+        switch D.chunksPerBlock {
+        case 1: body(0)
+        case 2: body(0); body(1)
+        case 3: body(0); body(1); body(2)
+        default: for c in 0 ..< D.chunksPerBlock { body(c) }
+        }
+    }
+
     /// Accumulator-wide vectors in a 32-weight chunk.
     static var vectorsPerChunk: Int { 32 / Accumulator.scalarCount }
 
@@ -413,7 +441,7 @@ private struct Product {
         var b0 = span.initial(row: row &+ 1, 0), b1 = span.initial(row: row &+ 1, 1), b2 = span.initial(row: row &+ 1, 2), b3 = span.initial(row: row &+ 1, 3), b4 = span.initial(row: row &+ 1, 4), b5 = span.initial(row: row &+ 1, 5), b6 = span.initial(row: row &+ 1, 6), b7 = span.initial(row: row &+ 1, 7)
         for b in span.blocks {
             let blockV = v0 + b &* vStride, blockU = u0 + b &* uStride
-            for c in 0 ..< D.chunksPerBlock {
+            forEachChunk(D.self) { c in
                 let chunkV = D.chunk(blockV, c).fusedWeights(D.self), chunkU = D.chunk(blockU, c).fusedWeights(D.self)
                 let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 8)
                 for v in 0 ..< Product.vectorsPerChunk {
@@ -490,7 +518,7 @@ private struct Product {
         var a6 = span.initial(row: row, 6), a7 = span.initial(row: row, 7), a8 = span.initial(row: row, 8), a9 = span.initial(row: row, 9), a10 = span.initial(row: row, 10), a11 = span.initial(row: row, 11)
         for b in span.blocks {
             let block = w + b &* blockStride
-            for c in 0 ..< D.chunksPerBlock {
+            forEachChunk(D.self) { c in
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
                 let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 12)
                 for v in 0 ..< Product.vectorsPerChunk {
@@ -533,7 +561,7 @@ private struct Product {
         var a6 = span.initial(row: row, 6), a7 = span.initial(row: row, 7)
         for b in span.blocks {
             let block = w + b &* blockStride
-            for c in 0 ..< D.chunksPerBlock {
+            forEachChunk(D.self) { c in
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
                 let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 8)
                 for v in 0 ..< Product.vectorsPerChunk {
@@ -567,7 +595,7 @@ private struct Product {
         var a0 = span.initial(row: row, 0), a1 = span.initial(row: row, 1), a2 = span.initial(row: row, 2), a3 = span.initial(row: row, 3)
         for b in span.blocks {
             let block = w + b &* blockStride
-            for c in 0 ..< D.chunksPerBlock {
+            forEachChunk(D.self) { c in
                 let chunk = D.chunk(block, c).fusedWeights(D.self)
                 let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 4)
                 for v in 0 ..< Product.vectorsPerChunk {
@@ -601,13 +629,13 @@ private struct Product {
             for line in Swift.stride(from: 0, to: 4 &* D.blockBytes, by: 64) {
                 pagoda_prefetch(w0 + (offset &+ MatMul.prefetchDistance &+ line))
             }
-            for c in 0 ..< D.chunksPerBlock {
-                let index: Int = b &* D.chunksPerBlock &+ c
-                let x = x0 + index &* 32
-                accumulate(&a0, D.chunk(w0 + offset, c).fusedWeights(D.self), x)
-                accumulate(&a1, D.chunk(w1 + offset, c).fusedWeights(D.self), x)
-                accumulate(&a2, D.chunk(w2 + offset, c).fusedWeights(D.self), x)
-                accumulate(&a3, D.chunk(w3 + offset, c).fusedWeights(D.self), x)
+            forEachChunk(D.self) { c in
+                let x = x0 + (b &* D.chunksPerBlock &+ c) &* 32
+                // Two rows at a time, their chains interleaved vector by vector: each input
+                // vector serves both, and the out-of-order core always has an independent
+                // multiply-add at hand (BENCHMARKS.md, 2026-12-01 — nibble planes).
+                accumulate(&a0, D.chunk(w0 + offset, c).fusedWeights(D.self), &a1, D.chunk(w1 + offset, c).fusedWeights(D.self), x)
+                accumulate(&a2, D.chunk(w2 + offset, c).fusedWeights(D.self), &a3, D.chunk(w3 + offset, c).fusedWeights(D.self), x)
             }
         }
         store(a0, row: row, token: token)
@@ -625,7 +653,7 @@ private struct Product {
         var a = Accumulator()
         for b in 0 ..< cols / D.blockElements {
             let block = w + b &* blockStride
-            for c in 0 ..< D.chunksPerBlock {
+            forEachChunk(D.self) { c in
                 let index: Int = b &* D.chunksPerBlock &+ c
                 accumulate(&a, D.chunk(block, c).fusedWeights(D.self), x0 + index &* 32)
             }

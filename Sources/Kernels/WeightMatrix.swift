@@ -16,7 +16,8 @@ import Int8Dot
 /// Q8_0 and F16). Rows after the last full tile stay in plain row order. The file's pages are
 /// released after the copy, so the repacked weights cost no extra memory. Q5_0 is stored in
 /// 96-element blocks of 6-bit fields (`Q5_0PackedChunks`) where its rows allow, else as Q8_0
-/// (`q8_0Blocks(fromQ5_0:)`), Q4_K and Q6_K in wide layouts (`widened`); all lossless. Other types
+/// (`q8_0Blocks(fromQ5_0:)`), Q4_0 and Q4_1 in nibble planes where rows are a multiple of 64
+/// elements (`nibblePlanes`), Q4_K and Q6_K in wide layouts (`widened`); all lossless. Other types
 /// (Q2_K, Q3_K) are read in place from the memory-mapped file.
 public struct WeightMatrix: @unchecked Sendable {
     public let name: String
@@ -42,6 +43,10 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Whether the rows are stored in a wide layout (`Q4_KWideChunks` / `Q6_KWideChunks`: 32-element
     /// blocks with float32 factors), which Q4_K and Q6_K always are.
     public var widened: Bool { type == .q4_K || type == .q6_K }
+    /// Whether Q4_0 / Q4_1 rows are stored in nibble planes (`Q4_0PlanesChunks` /
+    /// `Q4_1PlanesChunks`: pairs of blocks), as they are for float32 activations where rows are a
+    /// multiple of 64 elements.
+    public private(set) var nibblePlanes = false
 
     /// Rows that belong to full interleaved tiles.
     @inline(__always)
@@ -83,8 +88,9 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// Stores Q5_0 packed (`Q5_0PackedChunks`; rows of a multiple of 96 elements, float32 activations)
-    /// or as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`), and Q4_K / Q6_K in their wide
-    /// layouts (`Q4_KWideChunks`, `Q6_KWideChunks`), then lays the rows out.
+    /// or as Q8_0 (see `q8_0Blocks(fromQ5_0:blocks:)`), Q4_0 / Q4_1 in nibble planes (rows of a
+    /// multiple of 64 elements, float32 activations), and Q4_K / Q6_K in their wide layouts
+    /// (`Q4_KWideChunks`, `Q6_KWideChunks`), then lays the rows out.
     private init(name: String, type: GGMLType, rows: Int, cols: Int, rowBytes: Int,
                  source: UnsafeRawPointer, owner: AnyObject, releaseSource: Bool, activations: ActivationPrecision = .fp32) {
         switch type {
@@ -98,6 +104,19 @@ public struct WeightMatrix: @unchecked Sendable {
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: blocks / rows * Q5_0PackedChunks.blockBytes,
                       source: UnsafeRawPointer(packed.pointer), owner: packed, releaseSource: false, activations: activations,
                       storedBlock: (Q5_0PackedChunks.blockElements, Q5_0PackedChunks.blockBytes))
+        case .q4_0 where activations == .fp32 && cols % 64 == 0, .q4_1 where activations == .fp32 && cols % 64 == 0:
+            // The same bytes in another order: the Q4_1 decode kernel ran 1.3-1.4x faster
+            // (BENCHMARKS.md, 2026-12-01 — nibble planes).
+            let factorBytes = type == .q4_0 ? Q4_0PlanesChunks.factorBytes : Q4_1PlanesChunks.factorBytes
+            let planesBytes = NibblePlanes.bytes + 2 * factorBytes
+            let pairs = rows * cols / 64
+            let planes = OwnedBytes(count: pairs * planesBytes)
+            NibblePlanes.pack(source, pairs: pairs, factorBytes: factorBytes, into: planes.pointer)
+            if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
+            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: cols / 64 * planesBytes,
+                      source: UnsafeRawPointer(planes.pointer), owner: planes, releaseSource: false, activations: activations,
+                      storedBlock: (64, planesBytes))
+            nibblePlanes = true
         case .q5_0:
             let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
             if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
@@ -108,16 +127,17 @@ public struct WeightMatrix: @unchecked Sendable {
             // (Q4_K) and 40 instead of 26.25 (Q6_K) per 32 weights.
             let blocks = rows * rowBytes / type.bytesPerBlock
             let wideBlockBytes = type == .q4_K ? Q4_KWideChunks.blockBytes : Q6_KWideChunks.blockBytes
-            let widened = OwnedBytes(count: blocks * 8 * wideBlockBytes)
+            let wideBlockElements = type == .q4_K ? Q4_KWideChunks.blockElements : Q6_KWideChunks.blockElements
+            let widened = OwnedBytes(count: blocks * 256 / wideBlockElements * wideBlockBytes)
             if type == .q4_K {
                 Q4_KWideChunks.widen(source, blocks: blocks, into: widened.pointer)
             } else {
                 Q6_KWideChunks.widen(source, blocks: blocks, into: widened.pointer)
             }
             if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
-            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: cols / 32 * wideBlockBytes,
+            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: cols / wideBlockElements * wideBlockBytes,
                       source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: activations,
-                      storedBlock: (32, wideBlockBytes))
+                      storedBlock: (wideBlockElements, wideBlockBytes))
         default:
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
                       source: source, owner: owner, releaseSource: releaseSource, activations: activations)
@@ -213,6 +233,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
         if precision == .int8 && type == .q5_0 { return int8FromPackedQ5_0() }
+        if precision == .int8 && nibblePlanes { return int8FromNibblePlanes() }
         guard precision == .int8, MatMul.hasInt8Kernel(type), !int8Activations else { return self }
         let (packed, groupBytes) = Self.int8Groups(type, rows: rows, cols: cols, blockElements: blockElements,
                                                    rowStart: rowStart, blockStride: blockStride)
@@ -240,6 +261,23 @@ public struct WeightMatrix: @unchecked Sendable {
         }
         return WeightMatrix(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: blocksPerRow * 34,
                             source: UnsafeRawPointer(q8.pointer), owner: q8, releaseSource: false, activations: .int8)
+    }
+
+    /// Q4_0 / Q4_1 in nibble planes for int8 activations: rewritten as the file's row-major blocks,
+    /// from which the int8 kernel's groups are packed.
+    private func int8FromNibblePlanes() -> WeightMatrix {
+        let factorBytes = type == .q4_0 ? Q4_0PlanesChunks.factorBytes : Q4_1PlanesChunks.factorBytes
+        let fileRowBytes = cols / 32 * (factorBytes + 16), pairsPerRow = cols / 64
+        let file = OwnedBytes(count: rows * fileRowBytes)
+        for row in 0 ..< rows {
+            let start = rowStart(row), stride = blockStride(row)
+            for p in 0 ..< pairsPerRow {
+                NibblePlanes.unpack(start + p * stride, pairs: 1, factorBytes: factorBytes,
+                                    into: file.pointer + row * fileRowBytes + p * 2 * (factorBytes + 16))
+            }
+        }
+        return WeightMatrix(laying: name, type: type, rows: rows, cols: cols, rowBytes: fileRowBytes,
+                            source: UnsafeRawPointer(file.pointer), owner: file, releaseSource: false, activations: .int8)
     }
 
     /// The rows in `Int8Dot`'s packed groups of 8 (`pagoda_i8_pack_group`), and a group's bytes;
@@ -311,6 +349,8 @@ public struct WeightMatrix: @unchecked Sendable {
         case .q4_K: Dequantize.row(Q4_KWideChunks.self, from: source, to: destination, count: count)
         case .q6_K: Dequantize.row(Q6_KWideChunks.self, from: source, to: destination, count: count)
         case .q5_0: Dequantize.row(Q5_0PackedChunks.self, from: source, to: destination, count: count)
+        case .q4_0 where nibblePlanes: Dequantize.row(Q4_0PlanesChunks.self, from: source, to: destination, count: count)
+        case .q4_1 where nibblePlanes: Dequantize.row(Q4_1PlanesChunks.self, from: source, to: destination, count: count)
         default: Dequantize.row(type, from: source, to: destination, count: count)
         }
     }

@@ -117,9 +117,10 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         #expect(worst < 2e-6, "\(type): worst error relative to sum |w x| is \(worst)")
     }
 
-    /// Q5_0 is stored packed (rows of a multiple of 96 elements) or as Q8_0 blocks, Q4_K and Q6_K
-    /// in their wide layouts: every weight is still the file's, bit for bit.
-    @Test(arguments: zip([GGMLType.q5_0, .q5_0, .q4_K, .q6_K], [576, 512, 512, 512]))
+    /// Q5_0 is stored packed (rows of a multiple of 96 elements) or as Q8_0 blocks, Q4_0 and Q4_1
+    /// in nibble planes (rows of a multiple of 64 elements) or as they are, Q4_K and Q6_K in their
+    /// wide layouts: every weight is still the file's, bit for bit.
+    @Test(arguments: zip([GGMLType.q5_0, .q5_0, .q4_0, .q4_1, .q4_1, .q4_K, .q6_K], [576, 512, 576, 576, 544, 512, 512]))
     func rewrittenLayoutsKeepTheSameWeights(_ type: GGMLType, cols: Int) throws {
         var rng = SeededGenerator(seed: 55 + UInt64(type.rawValue) + UInt64(cols))
         let rows = 9
@@ -127,6 +128,8 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols, bytes: bytes)
         if type == .q5_0 {
             #expect(weight.type == (cols % 96 == 0 ? .q5_0 : .q8_0))
+        } else if type == .q4_0 || type == .q4_1 {
+            #expect(weight.type == type && weight.nibblePlanes == (cols % 64 == 0))
         } else {
             #expect(weight.type == type && weight.widened)
         }
@@ -168,6 +171,37 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
         #expect(multiplied(input, tokens: 0 ..< tokens, by: packedInt8, threads: 2).map(\.bitPattern)
                 == multiplied(input, tokens: 0 ..< tokens, by: referenceInt8, threads: 2).map(\.bitPattern))
         expectBatchAndThreadInvariant(packed, input: input, tokens: 13)
+    }
+
+    /// Q4_0 and Q4_1 give the products, bit for bit, of float32 weights holding the values the
+    /// kernels multiply with (`(q - 8) * d`; `q * d + m` with one rounding), in nibble planes
+    /// (576 columns) and in the file's layout (544), in every token tile (12, 8, 4 and single
+    /// tokens) and in rows outside the interleaved tiles.
+    @Test(arguments: [GGMLType.q4_0, .q4_1])
+    func fourBitLayoutsMatchTheirFloatWeights(_ type: GGMLType) throws {
+        for cols in [576, 544] {
+            var rng = SeededGenerator(seed: 6400 + UInt64(type.rawValue) + UInt64(cols))
+            let rows = 37, tokens = 29
+            let bytes = randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)
+            let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols, bytes: bytes)
+            #expect(weight.nibblePlanes == (cols % 64 == 0))
+            func half(_ offset: Int) -> Float { Float(Float16(bitPattern: UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8)) }
+            var values = [Float]()
+            for block in stride(from: 0, to: bytes.count, by: type.bytesPerBlock) {
+                let d = half(block), qs = block + (type == .q4_1 ? 4 : 2)
+                for j in 0 ..< 32 {
+                    let q = Float(j < 16 ? bytes[qs + j] & 0x0F : bytes[qs + j - 16] >> 4)
+                    values.append(type == .q4_1 ? half(block + 2).addingProduct(q, d) : (q - 8) * d)
+                }
+            }
+            let reference = try WeightMatrix(name: "w", rows: rows, cols: cols, floats: values)
+            let input = (0 ..< tokens * cols).map { _ in rng.symmetric(2) }
+            for threads in [1, 2] {
+                #expect(multiplied(input, tokens: 0 ..< tokens, by: weight, threads: threads).map(\.bitPattern)
+                        == multiplied(input, tokens: 0 ..< tokens, by: reference, threads: threads).map(\.bitPattern), "\(type), \(cols) columns")
+            }
+            expectBatchAndThreadInvariant(weight, input: input, tokens: 13)
+        }
     }
 
     /// A token's outputs are bitwise the same alone, inside any batch, and with any thread count.
