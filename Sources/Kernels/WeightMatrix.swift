@@ -391,13 +391,35 @@ extension TensorData {
     }
 }
 
-/// A 64-byte aligned heap buffer, freed with its owner.
+/// A 64-byte aligned buffer, freed with its owner. Large buffers are mapped pages of their own
+/// (Linux), so the temporary copies of a load-time rewrite go back to the system when freed
+/// instead of staying in the allocator's heap: through the allocator, peak RSS of the Q4_1 file
+/// varied between 131 and 145 MiB from run to run.
 final class OwnedBytes {
     let pointer: UnsafeMutableRawPointer
+    /// Bytes mapped for this buffer, or 0 where it came from the allocator.
+    private let mappedBytes: Int
 
     init(count: Int) {
+        #if os(Linux)
+        if count >= 1 << 16, let mapped = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+           mapped != UnsafeMutableRawPointer(bitPattern: -1) {
+            pointer = mapped
+            mappedBytes = count
+            return
+        }
+        #endif
         pointer = .allocate(byteCount: max(count, 1), alignment: 64)
+        mappedBytes = 0
     }
 
-    deinit { pointer.deallocate() }
+    deinit {
+        #if os(Linux)
+        if mappedBytes > 0 {
+            munmap(pointer, mappedBytes)
+            return
+        }
+        #endif
+        pointer.deallocate()
+    }
 }
