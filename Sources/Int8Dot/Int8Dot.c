@@ -98,8 +98,25 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
 
 // MARK: packed weights
 
-static inline int has_offset(int type) { return type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q5_1; }
-static inline int is_nibble_type(int type) { return type == PAGODA_I8_Q4_0 || type == PAGODA_I8_Q4_1; }
+static inline int has_offset(int type) { return type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q5_1 || type == PAGODA_I8_Q4_K; }
+static inline int is_nibble_type(int type) { return type == PAGODA_I8_Q4_0 || type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q4_K; }
+/// Whether the factors are float32, 8 scales then 8 offsets or second-half scales (the K-quants).
+static inline int has_float_factors(int type) { return type == PAGODA_I8_Q4_K || type == PAGODA_I8_Q6_K; }
+/// Signed 8-bit weights (Q8_0, and Q6_K's q - 32).
+static inline int is_signed_byte_type(int type) { return type == PAGODA_I8_Q8_0 || type == PAGODA_I8_Q6_K; }
+
+/// Bytes of the factors before a packed group block's quants.
+static inline size_t factor_bytes(int type) { return has_float_factors(type) ? 64 : has_offset(type) ? 32 : 16; }
+
+/// Bytes before the quants in one stored (source) block.
+static inline size_t stored_factor_bytes(int type) {
+    switch (type) {
+    case PAGODA_I8_Q4_0: case PAGODA_I8_Q8_0: return 2;
+    case PAGODA_I8_Q4_1: return 4;
+    case PAGODA_I8_Q5_1: return 8;
+    default: return 8;  // the wide K-quants: two float32 factors
+    }
+}
 
 size_t pagoda_i8_group_block_bytes(int type) {
     switch (type) {
@@ -107,6 +124,8 @@ size_t pagoda_i8_group_block_bytes(int type) {
     case PAGODA_I8_Q4_1: return 32 + 128;
     case PAGODA_I8_Q5_1: return 32 + 256;
     case PAGODA_I8_Q8_0: return 16 + 256;
+    case PAGODA_I8_Q4_K: return 64 + 128;
+    case PAGODA_I8_Q6_K: return 64 + 256;
     default: return 0;
     }
 }
@@ -127,20 +146,25 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
     const size_t block_bytes = pagoda_i8_group_block_bytes(type);
     if (block_bytes == 0 || valid_rows > PAGODA_I8_GROUP) return -1;
     memset(out, 0, block_bytes * blocks);
-    const size_t scales = has_offset(type) ? 32 : 16;
+    const size_t scales = factor_bytes(type), stored = stored_factor_bytes(type);
     for (size_t b = 0; b < blocks; b++) {
         uint8_t *group = out + b * block_bytes;
         for (size_t r = 0; r < valid_rows; r++) {
             const uint8_t *block = rows[r] + b * block_strides[r];
-            memcpy(group + 2 * r, block, 2);                              // d
-            if (has_offset(type)) memcpy(group + 16 + 2 * r, block + 2, 2);  // m
+            if (has_float_factors(type)) {
+                memcpy(group + 4 * r, block, 4);            // scale (Q6_K: of elements 0..<16)
+                memcpy(group + 32 + 4 * r, block + 4, 4);   // offset (Q6_K: scale of 16..<32)
+            } else {
+                memcpy(group + 2 * r, block, 2);                              // d
+                if (has_offset(type)) memcpy(group + 16 + 2 * r, block + 2, 2);  // m
+            }
             uint8_t *quants = group + scales;
             if (is_nibble_type(type)) {
-                const uint8_t *qs = block + (type == PAGODA_I8_Q4_1 ? 4 : 2);
+                const uint8_t *qs = block + stored;
                 for (int c = 0; c < 4; c++) memcpy(quants + 32 * c + 4 * r, qs + 4 * c, 4);
             } else {
                 uint8_t q[32];
-                if (type == PAGODA_I8_Q5_1) q5_1_values(block, q); else memcpy(q, block + 2, 32);
+                if (type == PAGODA_I8_Q5_1) q5_1_values(block, q); else memcpy(q, block + stored, 32);
                 for (int k = 0; k < 8; k++) memcpy(quants + 32 * k + 4 * r, q + 4 * k, 4);
             }
         }
@@ -155,19 +179,42 @@ static inline int packed_weight(int type, const uint8_t *quants, size_t r, int j
         return j < 16 ? (byte & 15) : (byte >> 4);
     }
     const uint8_t byte = quants[32 * (j >> 2) + 4 * r + (j & 3)];
-    return type == PAGODA_I8_Q8_0 ? (int)(int8_t)byte : (int)byte;
+    return is_signed_byte_type(type) ? (int)(int8_t)byte : (int)byte;
+}
+
+/// Lane r's scale `d` of a packed group block (Q6_K: of elements 0..<16).
+static inline float packed_scale(int type, const uint8_t *group, size_t r) {
+    if (!has_float_factors(type)) return half_to_float(group + 2 * r);
+    float f;
+    memcpy(&f, group + 4 * r, 4);
+    return f;
+}
+
+/// Lane r's offset `m` (Q4_1, Q5_1, Q4_K; 0 for the others), or Q6_K's scale of elements 16..<32.
+static inline float packed_second_factor(int type, const uint8_t *group, size_t r) {
+    if (has_float_factors(type)) {
+        float f;
+        memcpy(&f, group + 32 + 4 * r, 4);
+        return f;
+    }
+    return has_offset(type) ? half_to_float(group + 16 + 2 * r) : 0;
 }
 
 void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, size_t lane, float *out) {
-    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = has_offset(type) ? 32 : 16;
+    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = factor_bytes(type);
     for (size_t b = 0; b < blocks; b++) {
         const uint8_t *group = packed + b * block_bytes;
-        const float d = half_to_float(group + 2 * lane), m = has_offset(type) ? half_to_float(group + 16 + 2 * lane) : 0;
+        const float d = packed_scale(type, group, lane), second = packed_second_factor(type, group, lane);
         const int bias = type == PAGODA_I8_Q4_0 ? 8 : 0;
         for (int j = 0; j < 32; j++) {
             // As ggml's dequantize_row_*: the product rounded, then the offset added.
-            const float value = (float)(packed_weight(type, group + scales, lane, j) - bias) * d;
-            out[32 * b + j] = has_offset(type) ? value + m : value;
+            const float q = (float)(packed_weight(type, group + scales, lane, j) - bias);
+            if (type == PAGODA_I8_Q6_K) {
+                out[32 * b + j] = q * (j < 16 ? d : second);
+            } else {
+                const float value = q * d;
+                out[32 * b + j] = has_offset(type) ? value + second : value;
+            }
         }
     }
 }
@@ -177,7 +224,9 @@ void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, si
 // Every kernel below computes lane r (weight row r of the group) for token t as: per block b, the
 // exact integer dot product i of the block's integer weights (Q4_0 unsigned, 0...15) with the
 // token's int8 values; acc = fma(float(i), d_w * d_x, acc); then, for weight types with an
-// offset per unit of activation (Q4_1, Q5_1: m; Q4_0: -8 d_w), acc = fma(offset, s_x, acc).
+// offset per unit of activation (Q4_1, Q5_1, Q4_K: m; Q4_0: -8 d_w), acc = fma(offset, s_x, acc).
+// Q6_K, whose two 16-element halves have their own scales, takes two integer dot products per
+// block: acc = fma(float(i_low), d_low * d_x, acc), then the same for the high half.
 // The AVX2 code and the portable code follow that sequence for every token count, so a token's
 // result does not depend on the batch it is computed in.
 
@@ -194,7 +243,7 @@ ALWAYS_INLINE __m256i x4(const uint8_t *p) {
 
 ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t *packed, size_t blocks,
                              const uint8_t *x, size_t x_stride, float *out, size_t out_stride, size_t rows) {
-    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = has_offset(type) ? 32 : 16;
+    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = factor_bytes(type);
     const float *dx[PAGODA_I8_TILE], *sx[PAGODA_I8_TILE];
     for (size_t t = 0; t < tokens; t++) {
         dx[t] = row_scales(x + t * x_stride, blocks);
@@ -207,8 +256,9 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
         const uint8_t *group = packed + b * block_bytes, *quants = group + scales;
         // The groups follow each other in memory: fetch the stream PAGODA_PREFETCH_BYTES ahead.
         for (size_t line = 0; line < block_bytes; line += 64) __builtin_prefetch(group + PAGODA_PREFETCH_BYTES + line, 0, 3);
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
-        __m256i sums[PAGODA_I8_TILE];
+        const __m256 dw = has_float_factors(type) ? _mm256_loadu_ps((const float *)group)
+                                                  : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
+        __m256i sums[PAGODA_I8_TILE], high_sums[PAGODA_I8_TILE];
         if (is_nibble_type(type)) {
             __m256i s16[PAGODA_I8_TILE];
             for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
@@ -223,13 +273,15 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
                 }
             }
             for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_madd_epi16(s16[t], ones);
-        } else if (type == PAGODA_I8_Q8_0) {
-            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_setzero_si256();
+        } else if (is_signed_byte_type(type)) {
+            // Q6_K: chunks 0..3 (elements 0..<16) into `sums`, 4..7 into `high_sums`.
+            for (size_t t = 0; t < tokens; t++) sums[t] = high_sums[t] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k)), aw = _mm256_sign_epi8(w, w);
                 for (size_t t = 0; t < tokens; t++) {
                     const __m256i pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x4(x + t * x_stride + 32 * b + 4 * k), w));
-                    sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(pairs, ones));
+                    if (type == PAGODA_I8_Q6_K && k >= 4) high_sums[t] = _mm256_add_epi32(high_sums[t], _mm256_madd_epi16(pairs, ones));
+                    else sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(pairs, ones));
                 }
             }
         } else {  // Q5_1: unsigned 0...31; four pair sums (at most 2 * 31 * 127 each) fit in int16
@@ -245,13 +297,16 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
                 for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(s16[t], ones));
             }
         }
-        __m256 offset = _mm256_setzero_ps();
-        if (type == PAGODA_I8_Q4_0) offset = _mm256_mul_ps(dw, _mm256_set1_ps(-8));
-        if (has_offset(type)) offset = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(group + 16)));
+        // The offsets, or Q6_K's second-half scales.
+        __m256 second = _mm256_setzero_ps();
+        if (type == PAGODA_I8_Q4_0) second = _mm256_mul_ps(dw, _mm256_set1_ps(-8));
+        if (has_float_factors(type)) second = _mm256_loadu_ps((const float *)(group + 32));
+        else if (has_offset(type)) second = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(group + 16)));
         for (size_t t = 0; t < tokens; t++) {
-            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t][b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), scale, acc[t]);
-            if (type != PAGODA_I8_Q8_0) acc[t] = _mm256_fmadd_ps(offset, _mm256_set1_ps(sx[t][b]), acc[t]);
+            const __m256 x_scale = _mm256_set1_ps(dx[t][b]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_mul_ps(dw, x_scale), acc[t]);
+            if (type == PAGODA_I8_Q6_K) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high_sums[t]), _mm256_mul_ps(second, x_scale), acc[t]);
+            else if (type != PAGODA_I8_Q8_0) acc[t] = _mm256_fmadd_ps(second, _mm256_set1_ps(sx[t][b]), acc[t]);
         }
     }
     for (size_t t = 0; t < tokens; t++) {
@@ -272,6 +327,8 @@ ALWAYS_INLINE int gemm_type(int type, const size_t tokens, const uint8_t *packed
     case PAGODA_I8_Q4_1: gemm_tile(PAGODA_I8_Q4_1, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     case PAGODA_I8_Q5_1: gemm_tile(PAGODA_I8_Q5_1, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     case PAGODA_I8_Q8_0: gemm_tile(PAGODA_I8_Q8_0, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
+    case PAGODA_I8_Q4_K: gemm_tile(PAGODA_I8_Q4_K, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
+    case PAGODA_I8_Q6_K: gemm_tile(PAGODA_I8_Q6_K, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     default: return -1;
     }
 }
@@ -292,7 +349,7 @@ int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t
 
 int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t *x, size_t x_stride, size_t tokens,
                    float *out, size_t out_stride, size_t rows) {
-    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = has_offset(type) ? 32 : 16;
+    const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = factor_bytes(type);
     if (block_bytes == 0 || tokens > PAGODA_I8_TILE || rows > PAGODA_I8_GROUP) return -1;
     for (size_t r = 0; r < rows; r++) {
         for (size_t t = 0; t < tokens; t++) {
@@ -302,12 +359,16 @@ int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t
             float acc = 0;
             for (size_t b = 0; b < blocks; b++) {
                 const uint8_t *group = packed + b * block_bytes;
-                const float dw = half_to_float(group + 2 * r);
-                int sum = 0;
-                for (int j = 0; j < 32; j++) sum += packed_weight(type, group + scales, r, j) * (int)xq[32 * b + j];
+                const float dw = packed_scale(type, group, r), second = packed_second_factor(type, group, r);
+                int sum = 0, high = 0;
+                for (int j = 0; j < 32; j++) {
+                    const int product = packed_weight(type, group + scales, r, j) * (int)xq[32 * b + j];
+                    if (type == PAGODA_I8_Q6_K && j >= 16) high += product; else sum += product;
+                }
                 acc = fmaf((float)sum, dw * dx[b], acc);
+                if (type == PAGODA_I8_Q6_K) acc = fmaf((float)high, second * dx[b], acc);
                 if (type == PAGODA_I8_Q4_0) acc = fmaf(dw * -8.0f, sx[b], acc);
-                if (has_offset(type)) acc = fmaf(half_to_float(group + 16 + 2 * r), sx[b], acc);
+                if (has_offset(type)) acc = fmaf(second, sx[b], acc);
             }
             out[t * out_stride + r] = acc;
         }

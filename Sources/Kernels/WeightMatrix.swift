@@ -40,9 +40,9 @@ public struct WeightMatrix: @unchecked Sendable {
     public private(set) var int8Activations = false
     /// Bytes of one packed group of 8 rows (int8 activations only).
     private(set) var int8GroupBytes = 0
-    /// Whether the rows are stored in a wide layout (`Q4_KWideChunks` / `Q6_KWideChunks`: 32-element
-    /// blocks with float32 factors), which Q4_K and Q6_K always are.
-    public var widened: Bool { type == .q4_K || type == .q6_K }
+    /// Whether the rows are stored in a wide layout (`Q4_KWideChunks` / `Q6_KWideChunks`: float32
+    /// factors per 32 elements), which Q4_K and Q6_K always are for float32 activations.
+    public var widened: Bool { (type == .q4_K || type == .q6_K) && !int8Activations }
     /// Whether Q4_0 / Q4_1 rows are stored in nibble planes (`Q4_0PlanesChunks` /
     /// `Q4_1PlanesChunks`: pairs of blocks), as they are for float32 activations where rows are a
     /// multiple of 64 elements.
@@ -136,8 +136,10 @@ public struct WeightMatrix: @unchecked Sendable {
             }
             if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: cols / wideBlockElements * wideBlockBytes,
-                      source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: activations,
+                      source: UnsafeRawPointer(widened.pointer), owner: widened, releaseSource: false, activations: .fp32,
                       storedBlock: (wideBlockElements, wideBlockBytes))
+            // The int8 kernel's groups are packed from the wide blocks (`using(activations:)`).
+            if activations == .int8 { self = using(activations: .int8) }
         default:
             self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
                       source: source, owner: owner, releaseSource: releaseSource, activations: activations)
@@ -227,13 +229,13 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// This matrix multiplied with activations of `precision`: `.int8` takes effect for the types
-    /// with an int8 kernel (Q4_0, Q4_1, Q5_1, Q8_0, and Q5_0 stored as Q8_0); the others keep
-    /// float32 activations.
+    /// with an int8 kernel (Q4_0, Q4_1, Q5_1, Q8_0, Q4_K, Q6_K, and Q5_0 stored as Q8_0); the
+    /// others keep float32 activations.
     /// Their rows are repacked into groups of 8 for the integer kernel (the same bytes in another
     /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
         if precision == .int8 && type == .q5_0 { return int8FromPackedQ5_0() }
-        if precision == .int8 && nibblePlanes { return int8FromNibblePlanes() }
+        if precision == .int8 && (nibblePlanes || (type == .q4_K && !int8Activations)) { return int8FromNibblePlanes() }
         guard precision == .int8, MatMul.hasInt8Kernel(type), !int8Activations else { return self }
         let (packed, groupBytes) = Self.int8Groups(type, rows: rows, cols: cols, blockElements: blockElements,
                                                    rowStart: rowStart, blockStride: blockStride)
@@ -263,21 +265,27 @@ public struct WeightMatrix: @unchecked Sendable {
                             source: UnsafeRawPointer(q8.pointer), owner: q8, releaseSource: false, activations: .int8)
     }
 
-    /// Q4_0 / Q4_1 in nibble planes for int8 activations: rewritten as the file's row-major blocks,
-    /// from which the int8 kernel's groups are packed.
+    /// Q4_0 / Q4_1 / wide Q4_K in nibble planes for int8 activations: rewritten as row-major
+    /// 32-element blocks (the file's for Q4_0 and Q4_1; Q4_K as `scale: f32`, `offset: f32`,
+    /// `qs: [16] u8`, `PAGODA_I8_Q4_K`), from which the int8 kernel's groups are packed.
     private func int8FromNibblePlanes() -> WeightMatrix {
-        let factorBytes = type == .q4_0 ? Q4_0PlanesChunks.factorBytes : Q4_1PlanesChunks.factorBytes
-        let fileRowBytes = cols / 32 * (factorBytes + 16), pairsPerRow = cols / 64
+        let factorBytes = switch type {
+        case .q4_0: Q4_0PlanesChunks.factorBytes
+        case .q4_1: Q4_1PlanesChunks.factorBytes
+        default: 8  // Q4_KWideChunks: two float32 factors per chunk
+        }
+        let blockBytes = factorBytes + 16, fileRowBytes = cols / 32 * blockBytes, pairsPerRow = cols / 64
         let file = OwnedBytes(count: rows * fileRowBytes)
         for row in 0 ..< rows {
             let start = rowStart(row), stride = blockStride(row)
             for p in 0 ..< pairsPerRow {
                 NibblePlanes.unpack(start + p * stride, pairs: 1, factorBytes: factorBytes,
-                                    into: file.pointer + row * fileRowBytes + p * 2 * (factorBytes + 16))
+                                    into: file.pointer + row * fileRowBytes + p * 2 * blockBytes)
             }
         }
         return WeightMatrix(laying: name, type: type, rows: rows, cols: cols, rowBytes: fileRowBytes,
-                            source: UnsafeRawPointer(file.pointer), owner: file, releaseSource: false, activations: .int8)
+                            source: UnsafeRawPointer(file.pointer), owner: file, releaseSource: false, activations: .int8,
+                            storedBlock: (32, blockBytes))
     }
 
     /// The rows in `Int8Dot`'s packed groups of 8 (`pagoda_i8_pack_group`), and a group's bytes;

@@ -44,7 +44,7 @@ struct ModelOptions: ParsableArguments {
 
 /// `--activations fp32|int8`, for every command that loads a model.
 struct ActivationOptions: ParsableArguments {
-    @Option(help: "Matrix-product inputs: fp32 (exact, the default) or int8 (8-bit blocks and integer dot products for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights: faster, lossy).")
+    @Option(help: "Matrix-product inputs: fp32 (exact, the default) or int8 (8-bit blocks and integer dot products for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K weights: faster, lossy).")
     var activations: String = ActivationPrecision.fp32.rawValue
 
     func validate() throws {

@@ -221,7 +221,10 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
 /// nearest even), so the integer arithmetic itself is checked tightly; then against the exact
 /// product, with the error that 8-bit activations are expected to bring.
 @Suite struct Int8ActivationTests {
-    static let types: [GGMLType] = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0]
+    static let types: [GGMLType] = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q6_K]
+
+    /// SmolLM2's 576 columns, or 512 for the K-quants (rows of 256-element blocks).
+    static func columns(_ type: GGMLType) -> Int { type.blockSize == 256 ? 512 : 576 }
 
     /// The activations after 8-bit quantization, as floats.
     static func quantized(_ x: [Float], cols: Int) -> [Float] {
@@ -238,8 +241,8 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
     @Test(arguments: types)
     func matchesQuantizedActivationProduct(_ type: GGMLType) throws {
         var rng = SeededGenerator(seed: UInt64(type.rawValue) + 31)
-        // Four packed groups of eight rows and a tail of five; SmolLM2's 576 columns.
-        let rows = 37, cols = 576, tokens = 11
+        // Four packed groups of eight rows and a tail of five.
+        let rows = 37, cols = Self.columns(type), tokens = 11
         let plain = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
                                      bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng))
         let weight = plain.using(activations: .int8)
@@ -280,7 +283,7 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
     @Test(arguments: types)
     func batchAndThreadInvariant(_ type: GGMLType) throws {
         var rng = SeededGenerator(seed: UInt64(type.rawValue) + 77)
-        let rows = 44, cols = 320, tokens = 13
+        let rows = 44, cols = type.blockSize == 256 ? 512 : 320, tokens = 13
         let weight = try WeightMatrix(name: "w", type: type, rows: rows, cols: cols,
                                       bytes: randomWeightBytes(type, rows: rows, cols: cols, rng: &rng)).using(activations: .int8)
         let input = (0 ..< tokens * cols).map { _ in rng.symmetric(1) }
@@ -288,7 +291,7 @@ func expectBatchAndThreadInvariant(_ weight: WeightMatrix, input: [Float], token
     }
 
     @Test func typesWithoutAnInt8KernelKeepFloatActivations() throws {
-        for type: GGMLType in [.f32, .f16, .q4_K, .q6_K] {
+        for type: GGMLType in [.f32, .f16, .q2_K, .q3_K, .q5_K] {
             var rng = SeededGenerator(seed: 5)
             let weight = try WeightMatrix(name: "w", type: type, rows: 4, cols: 256,
                                           bytes: randomWeightBytes(type, rows: 4, cols: 256, rng: &rng)).using(activations: .int8)
