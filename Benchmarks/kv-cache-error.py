@@ -21,6 +21,11 @@ float16 KV cache) on the same file; run the script with the Python that has llam
 e.g. the venv `Benchmarks/vs-llamacpp` makes:
 
     ~/.cache/pagoda/llamacpp-venv/bin/python Benchmarks/kv-cache-error.py act:int8 llamacpp
+
+`--model PATH` measures another GGUF file of the same model (e.g. the Q4_K_M requantization)
+instead of the default Q4_1 one. The greedy tokens are then compared with the exact mode's own
+argmax along the same tokens, and the transformers argmax (made from the Q4_1 weights) is only
+indicative.
 """
 import json
 import os
@@ -30,6 +35,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGODA = os.path.join(ROOT, ".build", "release", "pagoda")
 REFERENCE = os.path.join(ROOT, "Tests", "Fixtures", "smollm2-135m", "reference.json")
+DEFAULT_MODEL = os.path.expanduser("~/.cache/pagoda/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+MODEL = None  # --model PATH, else the default model
 
 
 def flags(spec):
@@ -41,7 +48,8 @@ def flags(spec):
 
 def score(ids, spec):
     out = subprocess.run(
-        [PAGODA, "score", "--tokens", ",".join(map(str, ids)), "--top", "50", "--json"] + flags(spec),
+        [PAGODA, "score", "--tokens", ",".join(map(str, ids)), "--top", "50", "--json"] + flags(spec)
+        + (["--model", MODEL] if MODEL else []),
         capture_output=True, text=True, check=True).stdout
     return json.loads(out)["positions"]
 
@@ -55,8 +63,7 @@ def llamacpp_score(ids):
     import numpy as np
     from llama_cpp import Llama
     if _llama is None:
-        model = os.path.expanduser("~/.cache/pagoda/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        _llama = Llama(model_path=model, n_ctx=1024, logits_all=True, n_threads=2, verbose=False)
+        _llama = Llama(model_path=MODEL or DEFAULT_MODEL, n_ctx=1024, logits_all=True, n_threads=2, verbose=False)
     _llama.reset()
     _llama.eval(ids)
     positions = []
@@ -67,7 +74,13 @@ def llamacpp_score(ids):
 
 
 def main():
-    dtypes = sys.argv[1:] or ["f16", "bf16", "int8"]
+    global MODEL
+    args = sys.argv[1:]
+    if "--model" in args:
+        at = args.index("--model")
+        MODEL = args[at + 1]
+        del args[at:at + 2]
+    dtypes = args or ["f16", "bf16", "int8"]
     prompts = json.load(open(REFERENCE))["prompts"]
     exact = {p["name"]: score(p["ids"] + p["greedy"]["ids"][:16], "fp32") for p in prompts}
     for dtype in dtypes:
@@ -81,8 +94,9 @@ def main():
             argmax_differs += sum(lossy[i]["argmax"] != p["argmax"][i] for i in range(n))
             positions += n
             steps = [lossy[n - 1 + i]["argmax"] for i in range(16)]
-            if steps != p["greedy"]["ids"][:16]:
-                first = next(i for i, (a, b) in enumerate(zip(steps, p["greedy"]["ids"])) if a != b)
+            reference = [exact[p["name"]][n - 1 + i]["argmax"] for i in range(16)] if MODEL else p["greedy"]["ids"][:16]
+            if steps != reference:
+                first = next(i for i, (a, b) in enumerate(zip(steps, reference)) if a != b)
                 flipped.append(f"{p['name']}@{first}")
             for a, b in zip(exact[p["name"]], lossy):
                 da, db = dict(a["top"]), dict(b["top"])
