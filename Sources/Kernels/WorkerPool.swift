@@ -227,7 +227,7 @@ private final class SharedState: @unchecked Sendable {
         pthread_cond_broadcast(&wake)
         pthread_mutex_unlock(&mutex)
         body(0)
-        while remaining.load(ordering: .acquiring) != 0 {}
+        waitForWorkers()
         job = nil
     }
 
@@ -240,9 +240,23 @@ private final class SharedState: @unchecked Sendable {
         pthread_cond_broadcast(&wake)
         pthread_mutex_unlock(&mutex)
         Job.invoke(context, thread: 0)
-        while remaining.load(ordering: .acquiring) != 0 {}
+        waitForWorkers()
         jobContext = nil
         jobInvoker = nil
+    }
+
+    /// Polls between `sched_yield` calls while waiting. When the pool's threads share the cores
+    /// with other busy threads (a server's I/O and request threads), a worker may be preempted in
+    /// the middle of a region; pure spinning then kept its core from it for a whole time slice.
+    static let pollsPerYield = 1024
+
+    /// Waits for every worker to finish the current region, yielding the core now and then.
+    private func waitForWorkers() {
+        var polls = 0
+        while remaining.load(ordering: .acquiring) != 0 {
+            polls &+= 1
+            if polls % Self.pollsPerYield == 0 { sched_yield() }
+        }
     }
 
     func stop() {
@@ -261,6 +275,7 @@ private final class SharedState: @unchecked Sendable {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {
                 spins += 1
+                if spins % Self.pollsPerYield == 0 { sched_yield() }
                 if spins >= Self.spinIterations {
                     pthread_mutex_lock(&mutex)
                     while generation.load(ordering: .acquiring) == seen {
