@@ -99,7 +99,10 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
 // MARK: packed weights
 
 static inline int has_offset(int type) { return type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q5_1 || type == PAGODA_I8_Q4_K; }
-static inline int is_nibble_type(int type) { return type == PAGODA_I8_Q4_0 || type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q4_K; }
+/// Types whose packed quants are nibbles (Q5_0: plus a plane of fifth bits after them).
+static inline int is_nibble_type(int type) {
+    return type == PAGODA_I8_Q4_0 || type == PAGODA_I8_Q4_1 || type == PAGODA_I8_Q4_K || type == PAGODA_I8_Q5_0;
+}
 /// Whether the factors are float32, 8 scales then 8 offsets or second-half scales (the K-quants).
 static inline int has_float_factors(int type) { return type == PAGODA_I8_Q4_K || type == PAGODA_I8_Q6_K; }
 /// Signed 8-bit weights (Q8_0, and Q6_K's q - 32).
@@ -113,6 +116,7 @@ static inline size_t stored_factor_bytes(int type) {
     switch (type) {
     case PAGODA_I8_Q4_0: case PAGODA_I8_Q8_0: return 2;
     case PAGODA_I8_Q4_1: return 4;
+    case PAGODA_I8_Q5_0: return 6;  // d, qh
     case PAGODA_I8_Q5_1: return 8;
     default: return 8;  // the wide K-quants: two float32 factors
     }
@@ -122,6 +126,7 @@ size_t pagoda_i8_group_block_bytes(int type) {
     switch (type) {
     case PAGODA_I8_Q4_0: return 16 + 128;
     case PAGODA_I8_Q4_1: return 32 + 128;
+    case PAGODA_I8_Q5_0: return 16 + 128 + 32;
     case PAGODA_I8_Q5_1: return 32 + 256;
     case PAGODA_I8_Q8_0: return 16 + 256;
     case PAGODA_I8_Q4_K: return 64 + 128;
@@ -162,6 +167,16 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
             if (is_nibble_type(type)) {
                 const uint8_t *qs = block + stored;
                 for (int c = 0; c < 4; c++) memcpy(quants + 32 * c + 4 * r, qs + 4 * c, 4);
+                if (type == PAGODA_I8_Q5_0) {
+                    uint32_t qh;
+                    memcpy(&qh, block + 2, 4);
+                    for (int c = 0; c < 4; c++) {
+                        for (int i = 0; i < 4; i++) {
+                            const uint32_t low = (qh >> (4 * c + i)) & 1, high = (qh >> (16 + 4 * c + i)) & 1;
+                            quants[128 + 4 * r + i] |= (uint8_t)(low << (2 * c) | high << (2 * c + 1));
+                        }
+                    }
+                }
             } else {
                 uint8_t q[32];
                 if (type == PAGODA_I8_Q5_1) q5_1_values(block, q); else memcpy(q, block + stored, 32);
@@ -175,8 +190,11 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
 /// Weight `j` (0...31) of lane `r` of a packed group block, as the integer of its stored block.
 static inline int packed_weight(int type, const uint8_t *quants, size_t r, int j) {
     if (is_nibble_type(type)) {
-        const uint8_t byte = quants[32 * ((j & 15) >> 2) + 4 * r + (j & 3)];
-        return j < 16 ? (byte & 15) : (byte >> 4);
+        const int c = (j & 15) >> 2;
+        const uint8_t byte = quants[32 * c + 4 * r + (j & 3)];
+        const int nibble = j < 16 ? (byte & 15) : (byte >> 4);
+        if (type != PAGODA_I8_Q5_0) return nibble;
+        return nibble | ((quants[128 + 4 * r + (j & 3)] >> (2 * c + (j >= 16))) & 1) << 4;
     }
     const uint8_t byte = quants[32 * (j >> 2) + 4 * r + (j & 3)];
     return is_signed_byte_type(type) ? (int)(int8_t)byte : (int)byte;
@@ -205,7 +223,7 @@ void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, si
     for (size_t b = 0; b < blocks; b++) {
         const uint8_t *group = packed + b * block_bytes;
         const float d = packed_scale(type, group, lane), second = packed_second_factor(type, group, lane);
-        const int bias = type == PAGODA_I8_Q4_0 ? 8 : 0;
+        const int bias = type == PAGODA_I8_Q4_0 ? 8 : type == PAGODA_I8_Q5_0 ? 16 : 0;
         for (int j = 0; j < 32; j++) {
             // As ggml's dequantize_row_*: the product rounded, then the offset added.
             const float q = (float)(packed_weight(type, group + scales, lane, j) - bias);
@@ -224,7 +242,8 @@ void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, si
 // Every kernel below computes lane r (weight row r of the group) for token t as: per block b, the
 // exact integer dot product i of the block's integer weights (Q4_0 unsigned, 0...15) with the
 // token's int8 values; acc = fma(float(i), d_w * d_x, acc); then, for weight types with an
-// offset per unit of activation (Q4_1, Q5_1, Q4_K: m; Q4_0: -8 d_w), acc = fma(offset, s_x, acc).
+// offset per unit of activation (Q4_1, Q5_1, Q4_K: m; Q4_0: -8 d_w; Q5_0: -16 d_w),
+// acc = fma(offset, s_x, acc).
 // Q6_K, whose two 16-element halves have their own scales, takes two integer dot products per
 // block: acc = fma(float(i_low), d_low * d_x, acc), then the same for the high half.
 // The AVX2 code and the portable code follow that sequence for every token count, so a token's
@@ -259,7 +278,33 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
         const __m256 dw = has_float_factors(type) ? _mm256_loadu_ps((const float *)group)
                                                   : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
         __m256i sums[PAGODA_I8_TILE], high_sums[PAGODA_I8_TILE];
-        if (is_nibble_type(type)) {
+        if (type == PAGODA_I8_Q5_0) {
+            // Values 0...31: four pair sums (at most 2 * 31 * 127 each) fit in int16, so each
+            // half of the chunks is widened on its own. The fifth bits move to bit 4 with 16-bit
+            // shifts: bit 4 of each byte comes from within that byte for shifts of at most 4.
+            const __m256i fifth = _mm256_loadu_si256((const __m256i *)(quants + 128)), bit4 = _mm256_set1_epi8(0x10);
+            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_setzero_si256();
+            for (int half = 0; half < 2; half++) {
+                __m256i s16[PAGODA_I8_TILE];
+                for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
+                for (int c = 2 * half; c < 2 * half + 2; c++) {
+                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(quants + 32 * c));
+                    // Bit 2c (low nibbles' elements) and 2c + 1 (high nibbles') to bit 4.
+                    const __m256i lo5 = c == 0 ? _mm256_slli_epi16(fifth, 4) : c == 1 ? _mm256_slli_epi16(fifth, 2)
+                                      : c == 2 ? fifth : _mm256_srli_epi16(fifth, 2);
+                    const __m256i hi5 = c == 0 ? _mm256_slli_epi16(fifth, 3) : c == 1 ? _mm256_slli_epi16(fifth, 1)
+                                      : c == 2 ? _mm256_srli_epi16(fifth, 1) : _mm256_srli_epi16(fifth, 3);
+                    const __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, low), _mm256_and_si256(lo5, bit4));
+                    const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low), _mm256_and_si256(hi5, bit4));
+                    for (size_t t = 0; t < tokens; t++) {
+                        const uint8_t *xt = x + t * x_stride + 32 * b + 4 * c;
+                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, x4(xt)));
+                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, x4(xt + 16)));
+                    }
+                }
+                for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(s16[t], ones));
+            }
+        } else if (is_nibble_type(type)) {
             __m256i s16[PAGODA_I8_TILE];
             for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
@@ -300,6 +345,7 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
         // The offsets, or Q6_K's second-half scales.
         __m256 second = _mm256_setzero_ps();
         if (type == PAGODA_I8_Q4_0) second = _mm256_mul_ps(dw, _mm256_set1_ps(-8));
+        if (type == PAGODA_I8_Q5_0) second = _mm256_mul_ps(dw, _mm256_set1_ps(-16));
         if (has_float_factors(type)) second = _mm256_loadu_ps((const float *)(group + 32));
         else if (has_offset(type)) second = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(group + 16)));
         for (size_t t = 0; t < tokens; t++) {
@@ -325,6 +371,7 @@ ALWAYS_INLINE int gemm_type(int type, const size_t tokens, const uint8_t *packed
     switch (type) {
     case PAGODA_I8_Q4_0: gemm_tile(PAGODA_I8_Q4_0, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     case PAGODA_I8_Q4_1: gemm_tile(PAGODA_I8_Q4_1, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
+    case PAGODA_I8_Q5_0: gemm_tile(PAGODA_I8_Q5_0, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     case PAGODA_I8_Q5_1: gemm_tile(PAGODA_I8_Q5_1, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     case PAGODA_I8_Q8_0: gemm_tile(PAGODA_I8_Q8_0, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
     case PAGODA_I8_Q4_K: gemm_tile(PAGODA_I8_Q4_K, tokens, packed, blocks, x, x_stride, out, out_stride, rows); return 0;
@@ -368,6 +415,7 @@ int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t
                 acc = fmaf((float)sum, dw * dx[b], acc);
                 if (type == PAGODA_I8_Q6_K) acc = fmaf((float)high, second * dx[b], acc);
                 if (type == PAGODA_I8_Q4_0) acc = fmaf(dw * -8.0f, sx[b], acc);
+                if (type == PAGODA_I8_Q5_0) acc = fmaf(dw * -16.0f, sx[b], acc);
                 if (has_offset(type)) acc = fmaf(second, sx[b], acc);
             }
             out[t * out_stride + r] = acc;

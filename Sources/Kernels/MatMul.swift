@@ -73,9 +73,8 @@ public enum MatMul {
     /// Whether `type` has an integer kernel for 8-bit activations.
     static func hasInt8Kernel(_ type: GGMLType) -> Bool {
         switch type {
-        // Q5_0 is stored as Q8_0 for int8 activations; Q4_K and Q6_K are packed from their
-        // 32-element wide blocks (WeightMatrix).
-        case .q4_0, .q4_1, .q5_1, .q8_0, .q4_K, .q6_K: true
+        // Q4_K and Q6_K are packed from their 32-element wide blocks (WeightMatrix).
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q6_K: true
         default: false
         }
     }

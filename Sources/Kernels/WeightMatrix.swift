@@ -117,6 +117,10 @@ public struct WeightMatrix: @unchecked Sendable {
                       source: UnsafeRawPointer(planes.pointer), owner: planes, releaseSource: false, activations: activations,
                       storedBlock: (64, planesBytes))
             nibblePlanes = true
+        case .q5_0 where activations == .int8:
+            // Packed straight from the file's blocks into the int8 kernel's groups.
+            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
+                      source: source, owner: owner, releaseSource: releaseSource, activations: activations)
         case .q5_0:
             let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
             if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
@@ -229,12 +233,12 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// This matrix multiplied with activations of `precision`: `.int8` takes effect for the types
-    /// with an int8 kernel (Q4_0, Q4_1, Q5_1, Q8_0, Q4_K, Q6_K, and Q5_0 stored as Q8_0); the
-    /// others keep float32 activations.
+    /// with an int8 kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K; Q5_0 stored as Q8_0 bytes
+    /// takes Q8_0's); the others keep float32 activations.
     /// Their rows are repacked into groups of 8 for the integer kernel (the same bytes in another
     /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
-        if precision == .int8 && type == .q5_0 { return int8FromPackedQ5_0() }
+        if precision == .int8 && type == .q5_0 && !int8Activations { return int8FromPackedQ5_0() }
         if precision == .int8 && (nibblePlanes || (type == .q4_K && !int8Activations)) { return int8FromNibblePlanes() }
         guard precision == .int8, MatMul.hasInt8Kernel(type), !int8Activations else { return self }
         let (packed, groupBytes) = Self.int8Groups(type, rows: rows, cols: cols, blockElements: blockElements,
@@ -247,22 +251,29 @@ public struct WeightMatrix: @unchecked Sendable {
         return copy
     }
 
-    /// Packed Q5_0 (`Q5_0PackedChunks`) for int8 activations: rewritten as row-major Q8_0 blocks of
-    /// the same values and scales, from which the int8 kernel's groups are packed.
+    /// Packed Q5_0 (`Q5_0PackedChunks`) for int8 activations: rewritten as the file's row-major
+    /// Q5_0 blocks (the same values and scales), from which the int8 kernel's groups are packed.
     private func int8FromPackedQ5_0() -> WeightMatrix {
-        let blocksPerRow = cols / 32, q8 = OwnedBytes(count: rows * blocksPerRow * 34)
+        let blocksPerRow = cols / 32, fileBlock = Q5_0Chunks.blockBytes
+        let file = OwnedBytes(count: rows * blocksPerRow * fileBlock)
         for row in 0 ..< rows {
             let start = rowStart(row), stride = blockStride(row)
             for b in 0 ..< blocksPerRow {
-                let block = start + b / 3 * stride, to = q8.pointer + (row * blocksPerRow + b) * 34
+                let block = start + b / 3 * stride, to = file.pointer + (row * blocksPerRow + b) * fileBlock
                 to.copyMemory(from: block + 64 + 2 * (b % 3), byteCount: 2)
+                var qh: UInt32 = 0
+                var qs = SIMD16<UInt8>()
                 for e in 0 ..< 32 {
-                    (to + 2 + e).storeBytes(of: Int8(Q5_0PackedChunks.value(block, 32 * (b % 3) + e)), as: Int8.self)
+                    let q = UInt32(Q5_0PackedChunks.value(block, 32 * (b % 3) + e) + 16)  // 0...31
+                    qh |= (q >> 4) << UInt32(e)
+                    qs[e & 15] |= UInt8(q & 0x0F) << (e < 16 ? 0 : 4)
                 }
+                to.storeBytes(of: qh.littleEndian, toByteOffset: 2, as: UInt32.self)
+                to.storeBytes(of: qs, toByteOffset: 6, as: SIMD16<UInt8>.self)
             }
         }
-        return WeightMatrix(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: blocksPerRow * 34,
-                            source: UnsafeRawPointer(q8.pointer), owner: q8, releaseSource: false, activations: .int8)
+        return WeightMatrix(laying: name, type: .q5_0, rows: rows, cols: cols, rowBytes: blocksPerRow * fileBlock,
+                            source: UnsafeRawPointer(file.pointer), owner: file, releaseSource: false, activations: .int8)
     }
 
     /// Q4_0 / Q4_1 / wide Q4_K in nibble planes for int8 activations: rewritten as row-major

@@ -19,6 +19,7 @@ extern "C" {
 enum {
     PAGODA_I8_Q4_0 = 2,
     PAGODA_I8_Q4_1 = 3,
+    PAGODA_I8_Q5_0 = 6,
     PAGODA_I8_Q5_1 = 7,
     PAGODA_I8_Q8_0 = 8,
     /// Q4_K and Q6_K, packed from their wide 32-element layouts: Q4_K as `scale: f32`,
@@ -38,13 +39,15 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
 /// Weight rows per packed group: one per lane of an 8 x float32 vector.
 #define PAGODA_I8_GROUP 8
 
-/// Bytes of one block (32 columns) of a packed group of 8 rows of `type` (Q4_0, Q4_1, Q5_1, Q8_0,
-/// Q4_K or Q6_K), or 0 for another type. A packed group block holds the 8 rows' scales `d`
+/// Bytes of one block (32 columns) of a packed group of 8 rows of `type` (Q4_0, Q4_1, Q5_0, Q5_1,
+/// Q8_0, Q4_K or Q6_K), or 0 for another type. A packed group block holds the 8 rows' scales `d`
 /// (float16; float32 for Q4_K and Q6_K), their offsets `m` (Q4_1, Q5_1 float16; Q4_K float32) or
-/// second-half scales (Q6_K), then the quants: for Q4_0/Q4_1/Q4_K four 32-byte chunks whose lane r
-/// (bytes 4r..4r+3) is stored bytes 4c..4c+3 of row r (elements 4c.. in the low nibbles, 16+4c..
-/// in the high ones); for Q5_1 (unpacked to 0...31), Q8_0 and Q6_K eight chunks whose lane r is
-/// row r's weights 4k..4k+3. The sizes equal 8 stored blocks, so packing costs no memory.
+/// second-half scales (Q6_K), then the quants: for Q4_0/Q4_1/Q5_0/Q4_K four 32-byte chunks whose
+/// lane r (bytes 4r..4r+3) is stored bytes 4c..4c+3 of row r (elements 4c.. in the low nibbles,
+/// 16+4c.. in the high ones), and for Q5_0 then 32 bytes of fifth bits (bit 2c of byte 4r + i:
+/// element 4c + i of row r; bit 2c + 1: element 16 + 4c + i); for Q5_1 (unpacked to 0...31), Q8_0
+/// and Q6_K eight chunks whose lane r is row r's weights 4k..4k+3. The sizes equal 8 stored
+/// blocks, so packing costs no memory.
 size_t pagoda_i8_group_block_bytes(int type);
 
 /// Packs `blocks` blocks of `valid_rows` (at most 8) weight rows of `type` into one group
