@@ -260,6 +260,29 @@ ALWAYS_INLINE __m256i x4(const uint8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
+/// s16[t] += the pair sums (int16) of the unsigned weight bytes `w` with token t's activation
+/// bytes at `offset` in its row, each lane's 4 bytes broadcast from there.
+ALWAYS_INLINE void add_pair_sums(__m256i *s16, size_t tokens, __m256i w, const uint8_t *x, size_t x_stride, size_t offset) {
+    for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, x4(x + t * x_stride + offset)));
+}
+
+/// Bit `bit` of every byte of a Q5_0 fifth-bit plane, moved to bit 4 (the value 16). 16-bit
+/// shifts do it: for shifts of at most 4, bit 4 of each byte comes from within that byte.
+ALWAYS_INLINE __m256i fifth_bits(__m256i fifth, int bit) {
+    __m256i moved;
+    switch (bit) {
+    case 0: moved = _mm256_slli_epi16(fifth, 4); break;
+    case 1: moved = _mm256_slli_epi16(fifth, 3); break;
+    case 2: moved = _mm256_slli_epi16(fifth, 2); break;
+    case 3: moved = _mm256_slli_epi16(fifth, 1); break;
+    case 4: moved = fifth; break;
+    case 5: moved = _mm256_srli_epi16(fifth, 1); break;
+    case 6: moved = _mm256_srli_epi16(fifth, 2); break;
+    default: moved = _mm256_srli_epi16(fifth, 3); break;
+    }
+    return _mm256_and_si256(moved, _mm256_set1_epi8(0x10));
+}
+
 ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t *packed, size_t blocks,
                              const uint8_t *x, size_t x_stride, float *out, size_t out_stride, size_t rows) {
     const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = factor_bytes(type);
@@ -278,46 +301,33 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
         const __m256 dw = has_float_factors(type) ? _mm256_loadu_ps((const float *)group)
                                                   : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
         __m256i sums[PAGODA_I8_TILE], high_sums[PAGODA_I8_TILE];
-        if (type == PAGODA_I8_Q5_0) {
-            // Values 0...31: four pair sums (at most 2 * 31 * 127 each) fit in int16, so each
-            // half of the chunks is widened on its own. The fifth bits move to bit 4 with 16-bit
-            // shifts: bit 4 of each byte comes from within that byte for shifts of at most 4.
-            const __m256i fifth = _mm256_loadu_si256((const __m256i *)(quants + 128)), bit4 = _mm256_set1_epi8(0x10);
+        if (is_nibble_type(type) || type == PAGODA_I8_Q5_1) {
+            // Unsigned values. Nibbles give pair sums of at most 2 * 15 * 127, so all eight of a
+            // block fit in int16; 5-bit values (Q5_0, Q5_1) at most 2 * 31 * 127, so each half
+            // of the block is widened to int32 on its own.
+            const int halves = type == PAGODA_I8_Q5_0 || type == PAGODA_I8_Q5_1 ? 2 : 1;
+            const __m256i fifth = type == PAGODA_I8_Q5_0 ? _mm256_loadu_si256((const __m256i *)(quants + 128)) : _mm256_setzero_si256();
             for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_setzero_si256();
-            for (int half = 0; half < 2; half++) {
+            for (int half = 0; half < halves; half++) {
                 __m256i s16[PAGODA_I8_TILE];
                 for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
-                for (int c = 2 * half; c < 2 * half + 2; c++) {
-                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(quants + 32 * c));
-                    // Bit 2c (low nibbles' elements) and 2c + 1 (high nibbles') to bit 4.
-                    const __m256i lo5 = c == 0 ? _mm256_slli_epi16(fifth, 4) : c == 1 ? _mm256_slli_epi16(fifth, 2)
-                                      : c == 2 ? fifth : _mm256_srli_epi16(fifth, 2);
-                    const __m256i hi5 = c == 0 ? _mm256_slli_epi16(fifth, 3) : c == 1 ? _mm256_slli_epi16(fifth, 1)
-                                      : c == 2 ? _mm256_srli_epi16(fifth, 1) : _mm256_srli_epi16(fifth, 3);
-                    const __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, low), _mm256_and_si256(lo5, bit4));
-                    const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low), _mm256_and_si256(hi5, bit4));
-                    for (size_t t = 0; t < tokens; t++) {
-                        const uint8_t *xt = x + t * x_stride + 32 * b + 4 * c;
-                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, x4(xt)));
-                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, x4(xt + 16)));
+                if (type == PAGODA_I8_Q5_1) {
+                    for (int k = 4 * half; k < 4 * half + 4; k++)
+                        add_pair_sums(s16, tokens, _mm256_loadu_si256((const __m256i *)(quants + 32 * k)), x, x_stride, 32 * b + 4 * k);
+                } else {
+                    for (int c = 4 / halves * half; c < 4 / halves * (half + 1); c++) {
+                        const __m256i raw = _mm256_loadu_si256((const __m256i *)(quants + 32 * c));
+                        __m256i lo = _mm256_and_si256(raw, low), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+                        if (type == PAGODA_I8_Q5_0) {
+                            lo = _mm256_or_si256(lo, fifth_bits(fifth, 2 * c));
+                            hi = _mm256_or_si256(hi, fifth_bits(fifth, 2 * c + 1));
+                        }
+                        add_pair_sums(s16, tokens, lo, x, x_stride, 32 * b + 4 * c);
+                        add_pair_sums(s16, tokens, hi, x, x_stride, 32 * b + 16 + 4 * c);
                     }
                 }
                 for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(s16[t], ones));
             }
-        } else if (is_nibble_type(type)) {
-            __m256i s16[PAGODA_I8_TILE];
-            for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
-            for (int c = 0; c < 4; c++) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(quants + 32 * c));
-                const __m256i lo = _mm256_and_si256(raw, low), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
-                for (size_t t = 0; t < tokens; t++) {
-                    const uint8_t *xt = x + t * x_stride + 32 * b + 4 * c;
-                    // Pair sums are at most 2 * 15 * 127; eight of them fit in int16.
-                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, x4(xt)));
-                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, x4(xt + 16)));
-                }
-            }
-            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_madd_epi16(s16[t], ones);
         } else if (is_signed_byte_type(type)) {
             // Q6_K: chunks 0..3 (elements 0..<16) into `sums`, 4..7 into `high_sums`.
             for (size_t t = 0; t < tokens; t++) sums[t] = high_sums[t] = _mm256_setzero_si256();
@@ -328,18 +338,6 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
                     if (type == PAGODA_I8_Q6_K && k >= 4) high_sums[t] = _mm256_add_epi32(high_sums[t], _mm256_madd_epi16(pairs, ones));
                     else sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(pairs, ones));
                 }
-            }
-        } else {  // Q5_1: unsigned 0...31; four pair sums (at most 2 * 31 * 127 each) fit in int16
-            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_setzero_si256();
-            for (int half = 0; half < 2; half++) {
-                __m256i s16[PAGODA_I8_TILE];
-                for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
-                for (int k = 4 * half; k < 4 * half + 4; k++) {
-                    const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k));
-                    for (size_t t = 0; t < tokens; t++)
-                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, x4(x + t * x_stride + 32 * b + 4 * k)));
-                }
-                for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(s16[t], ones));
             }
         }
         // The offsets, or Q6_K's second-half scales.
