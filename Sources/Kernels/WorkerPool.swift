@@ -92,6 +92,10 @@ public final class WorkerPool: @unchecked Sendable {
         if count <= 0 { return }
         let parts = min(threadCount, count)
         if parts == 1 {
+            // On this thread alone, but still under the caller lock: the job uses thread 0's
+            // scratch, which another caller's region may be using (tests share one pool).
+            pthread_mutex_lock(&callerLock)
+            defer { pthread_mutex_unlock(&callerLock) }
             job.run(range: 0 ..< count, thread: 0)
             return
         }
@@ -104,6 +108,8 @@ public final class WorkerPool: @unchecked Sendable {
         if count <= 0 { return }
         let parts = min(threadCount, count)
         if parts == 1 {
+            pthread_mutex_lock(&callerLock)  // as in `parallelFor(_:_:)` with a job
+            defer { pthread_mutex_unlock(&callerLock) }
             body(0 ..< count, 0)
             return
         }
