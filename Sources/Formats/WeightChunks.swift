@@ -510,7 +510,9 @@ public enum NibblePlanes {
         }
     }
 
-    /// The inverse of `pack`: `pairs` blocks of planes at `source` as `2 * pairs` file blocks.
+    /// The inverse of `pack`: `pairs` blocks of planes at `source` as `2 * pairs` blocks of
+    /// `factorBytes` of scale fields and 16 bytes of nibbles (the file's Q4_0 / Q4_1 blocks, or
+    /// wide Q4_K's factors and nibbles for the int8 kernel).
     public static func unpack(_ source: UnsafeRawPointer, pairs: Int, factorBytes: Int, into destination: UnsafeMutableRawPointer) {
         let fileBlock = factorBytes + 16, planesBlock = bytes + 2 * factorBytes
         for p in 0 ..< pairs {
@@ -569,13 +571,15 @@ public enum Q4_1PlanesChunks: WeightChunkDecoder {
 /// every weight is bitwise the same; decoded like Q4_1's planes, without the K-quant's 6-bit scale
 /// unpacking and float16 widening per chunk.
 public enum Q4_KWideChunks: WeightChunkDecoder {
+    /// Bytes of one chunk's factors (scale and offset).
+    public static var factorBytes: Int { 8 }
     @inlinable public static var scaling: ChunkScaling { .whole }
     @inlinable public static var hasOffset: Bool { true }
     @inlinable public static var blockElements: Int { 64 }
     @inlinable public static var blockBytes: Int { 48 }
     @inlinable @inline(__always)
     public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
-        let factors = NibblePlanes.bytes &+ 8 &* chunk
+        let factors = NibblePlanes.bytes &+ 8 &* chunk  // factorBytes apart
         let scale = block.loadUnaligned(fromByteOffset: factors, as: Float.self)
         let offset = block.loadUnaligned(fromByteOffset: factors &+ 4, as: Float.self)
         let (low, high) = NibblePlanes.lanes(block, chunk: chunk)

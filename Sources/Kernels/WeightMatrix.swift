@@ -117,11 +117,7 @@ public struct WeightMatrix: @unchecked Sendable {
                       source: UnsafeRawPointer(planes.pointer), owner: planes, releaseSource: false, activations: activations,
                       storedBlock: (64, planesBytes))
             nibblePlanes = true
-        case .q5_0 where activations == .int8:
-            // Packed straight from the file's blocks into the int8 kernel's groups.
-            self.init(laying: name, type: type, rows: rows, cols: cols, rowBytes: rowBytes,
-                      source: source, owner: owner, releaseSource: releaseSource, activations: activations)
-        case .q5_0:
+        case .q5_0 where activations == .fp32:  // (int8: the file's blocks go to the int8 groups as they are)
             let widened = Self.q8_0Blocks(fromQ5_0: source, blocks: rows * rowBytes / 22)
             if releaseSource { Self.releasePages(source, count: rows * rowBytes) }
             self.init(laying: name, type: .q8_0, rows: rows, cols: cols, rowBytes: rowBytes / 22 * 34,
@@ -283,7 +279,7 @@ public struct WeightMatrix: @unchecked Sendable {
         let factorBytes = switch type {
         case .q4_0: Q4_0PlanesChunks.factorBytes
         case .q4_1: Q4_1PlanesChunks.factorBytes
-        default: 8  // Q4_KWideChunks: two float32 factors per chunk
+        default: Q4_KWideChunks.factorBytes
         }
         let blockBytes = factorBytes + 16, fileRowBytes = cols / 32 * blockBytes, pairsPerRow = cols / 64
         let file = OwnedBytes(count: rows * fileRowBytes)
