@@ -592,10 +592,12 @@ public enum Q4_KWideChunks: WeightChunkDecoder {
             let from = source + (b >> 2) * Q4_KChunks.blockBytes, to = destination + b * blockBytes
             let first = Q4_KChunks.chunk(from, 2 * (b & 3)), second = Q4_KChunks.chunk(from, 2 * (b & 3) + 1)
             NibblePlanes.store(first, second, to: to)
-            for (c, chunk) in [(0, first), (1, second)] {
-                to.storeBytes(of: chunk.scaleLow, toByteOffset: NibblePlanes.bytes + 8 * c, as: Float.self)
-                to.storeBytes(of: chunk.offset, toByteOffset: NibblePlanes.bytes + 8 * c + 4, as: Float.self)
-            }
+            // Each chunk's scale and offset, `factorBytes` apart (no array per block: this runs
+            // once per 64 weights at load).
+            to.storeBytes(of: first.scaleLow, toByteOffset: NibblePlanes.bytes, as: Float.self)
+            to.storeBytes(of: first.offset, toByteOffset: NibblePlanes.bytes + 4, as: Float.self)
+            to.storeBytes(of: second.scaleLow, toByteOffset: NibblePlanes.bytes + factorBytes, as: Float.self)
+            to.storeBytes(of: second.offset, toByteOffset: NibblePlanes.bytes + factorBytes + 4, as: Float.self)
         }
     }
 }

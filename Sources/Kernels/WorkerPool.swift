@@ -60,14 +60,14 @@ public final class WorkerPool: @unchecked Sendable {
     /// Runs `body(threadIndex)` once on each of the pool's threads and waits for all of them.
     /// Callers on different threads take turns; `body` must not call `run` itself.
     public func run(_ body: (Int) -> Void) {
-        pthread_mutex_lock(&callerLock)
-        defer { pthread_mutex_unlock(&callerLock) }
-        if workerThreads.isEmpty {
-            body(0)
-            return
-        }
-        withoutActuallyEscaping(body) { escaping in
-            shared.dispatch(escaping)
+        holdingCallerLock {
+            if workerThreads.isEmpty {
+                body(0)
+                return
+            }
+            withoutActuallyEscaping(body) { escaping in
+                shared.dispatch(escaping)
+            }
         }
     }
 
@@ -75,15 +75,25 @@ public final class WorkerPool: @unchecked Sendable {
     /// `run(_:)` but without a closure: the job is passed by address, so a parallel region
     /// allocates nothing (the hot kernels use this; a closure handed to other threads is boxed).
     public func run<Job: ParallelJob>(_ job: Job) {
+        holdingCallerLock {
+            if workerThreads.isEmpty {
+                job.run(thread: 0)
+                return
+            }
+            withUnsafePointer(to: job) { pointer in
+                shared.dispatch(context: UnsafeRawPointer(pointer), type: Job.self)
+            }
+        }
+    }
+
+    /// Runs `body` holding the caller lock. Every region, and every part run on the caller's
+    /// thread alone, goes through here: thread 0's scratch is then never in use by two callers
+    /// at once (the tests share one pool between parallel tests).
+    @inline(__always)
+    private func holdingCallerLock(_ body: () -> Void) {
         pthread_mutex_lock(&callerLock)
         defer { pthread_mutex_unlock(&callerLock) }
-        if workerThreads.isEmpty {
-            job.run(thread: 0)
-            return
-        }
-        withUnsafePointer(to: job) { pointer in
-            shared.dispatch(context: UnsafeRawPointer(pointer), type: Job.self)
-        }
+        body()
     }
 
     /// Splits `0..<count` into one contiguous range per thread and runs `job.run(range:thread:)`
@@ -92,11 +102,7 @@ public final class WorkerPool: @unchecked Sendable {
         if count <= 0 { return }
         let parts = min(threadCount, count)
         if parts == 1 {
-            // On this thread alone, but still under the caller lock: the job uses thread 0's
-            // scratch, which another caller's region may be using (tests share one pool).
-            pthread_mutex_lock(&callerLock)
-            defer { pthread_mutex_unlock(&callerLock) }
-            job.run(range: 0 ..< count, thread: 0)
+            holdingCallerLock { job.run(range: 0 ..< count, thread: 0) }
             return
         }
         run(RangeSplit(job: job, count: count, parts: parts))
@@ -108,9 +114,7 @@ public final class WorkerPool: @unchecked Sendable {
         if count <= 0 { return }
         let parts = min(threadCount, count)
         if parts == 1 {
-            pthread_mutex_lock(&callerLock)  // as in `parallelFor(_:_:)` with a job
-            defer { pthread_mutex_unlock(&callerLock) }
-            body(0 ..< count, 0)
+            holdingCallerLock { body(0 ..< count, 0) }
             return
         }
         run { index in
