@@ -198,6 +198,8 @@ protocol KVElement {
     static var isScaled: Bool { get }
     /// Elements `i ..< i + 16` of `base` as float32 (unscaled).
     static func load16(_ base: UnsafeRawPointer, _ i: Int) -> SIMD16<Float>
+    /// Elements `i ..< i + 8` of `base` as float32 (unscaled).
+    static func load8(_ base: UnsafeRawPointer, _ i: Int) -> SIMD8<Float>
     /// Element `i` of `base` as float32 (unscaled).
     static func load1(_ base: UnsafeRawPointer, _ i: Int) -> Float
     /// Encodes `n` floats into `destination`; returns the vector's scale (1 for unscaled types).
@@ -209,6 +211,9 @@ enum FP32Element: KVElement {
     static var isScaled: Bool { false }
     @inline(__always) static func load16(_ base: UnsafeRawPointer, _ i: Int) -> SIMD16<Float> {
         (base + 4 * i).loadUnaligned(as: SIMD16<Float>.self)
+    }
+    @inline(__always) static func load8(_ base: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        (base + 4 * i).loadUnaligned(as: SIMD8<Float>.self)
     }
     @inline(__always) static func load1(_ base: UnsafeRawPointer, _ i: Int) -> Float {
         (base + 4 * i).loadUnaligned(as: Float.self)
@@ -229,6 +234,10 @@ enum F16Element: KVElement {
         return SIMD16<Float>(Float(x[0]), Float(x[1]), Float(x[2]), Float(x[3]), Float(x[4]), Float(x[5]), Float(x[6]), Float(x[7]),
                              Float(x[8]), Float(x[9]), Float(x[10]), Float(x[11]), Float(x[12]), Float(x[13]), Float(x[14]), Float(x[15]))
     }
+    @inline(__always) static func load8(_ base: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        let x = (base + 2 * i).loadUnaligned(as: SIMD8<Float16>.self)
+        return SIMD8<Float>(Float(x[0]), Float(x[1]), Float(x[2]), Float(x[3]), Float(x[4]), Float(x[5]), Float(x[6]), Float(x[7]))
+    }
     @inline(__always) static func load1(_ base: UnsafeRawPointer, _ i: Int) -> Float {
         Float((base + 2 * i).loadUnaligned(as: Float16.self))
     }
@@ -247,6 +256,11 @@ enum BF16Element: KVElement {
         let wide = SIMD16<UInt32>(UInt32(x[0]), UInt32(x[1]), UInt32(x[2]), UInt32(x[3]), UInt32(x[4]), UInt32(x[5]), UInt32(x[6]), UInt32(x[7]),
                                   UInt32(x[8]), UInt32(x[9]), UInt32(x[10]), UInt32(x[11]), UInt32(x[12]), UInt32(x[13]), UInt32(x[14]), UInt32(x[15]))
         return unsafeBitCast(wide &<< 16, to: SIMD16<Float>.self)
+    }
+    @inline(__always) static func load8(_ base: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        let x = (base + 2 * i).loadUnaligned(as: SIMD8<UInt16>.self)
+        let wide = SIMD8<UInt32>(UInt32(x[0]), UInt32(x[1]), UInt32(x[2]), UInt32(x[3]), UInt32(x[4]), UInt32(x[5]), UInt32(x[6]), UInt32(x[7]))
+        return unsafeBitCast(wide &<< 16, to: SIMD8<Float>.self)
     }
     @inline(__always) static func load1(_ base: UnsafeRawPointer, _ i: Int) -> Float {
         Float(bitPattern: UInt32((base + 2 * i).loadUnaligned(as: UInt16.self)) << 16)
@@ -276,6 +290,10 @@ enum Int8Element: KVElement {
         let x = (base + i).loadUnaligned(as: SIMD16<Int8>.self)
         return SIMD16<Float>(Float(x[0]), Float(x[1]), Float(x[2]), Float(x[3]), Float(x[4]), Float(x[5]), Float(x[6]), Float(x[7]),
                              Float(x[8]), Float(x[9]), Float(x[10]), Float(x[11]), Float(x[12]), Float(x[13]), Float(x[14]), Float(x[15]))
+    }
+    @inline(__always) static func load8(_ base: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        let x = (base + i).loadUnaligned(as: SIMD8<Int8>.self)
+        return SIMD8<Float>(Float(x[0]), Float(x[1]), Float(x[2]), Float(x[3]), Float(x[4]), Float(x[5]), Float(x[6]), Float(x[7]))
     }
     @inline(__always) static func load1(_ base: UnsafeRawPointer, _ i: Int) -> Float {
         Float((base + i).loadUnaligned(as: Int8.self))

@@ -485,7 +485,7 @@ struct AttentionKernel<E: KVElement> {
         guard keyLow <= keyHigh else { return }
         let table = tables + s * maxBlocks
         withUnsafeTemporaryAllocation(of: Int.self, capacity: Self.keyTile) { offsets in
-        withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: Self.keyTile) { partials in
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: Self.keyTile) { partials in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: Self.keyTile) { weights in
             let offsets = offsets.baseAddress.unsafelyUnwrapped
             let partials = partials.baseAddress.unsafelyUnwrapped, weights = weights.baseAddress.unsafelyUnwrapped
@@ -533,18 +533,21 @@ struct AttentionKernel<E: KVElement> {
     @_specialize(exported: false, where E == BF16Element)
     @_specialize(exported: false, where E == Int8Element)
     func update(state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
-                partials: UnsafeMutablePointer<SIMD16<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int) {
-        // Per-key lane partial sums of q . k, four keys at a time where the tile allows (independent
-        // chains; each key's sum is the one `dotPartial` forms), then one transposing reduction
-        // gives lane j = score j.
+                partials: UnsafeMutablePointer<SIMD8<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int) {
+        // Per-key lane partial sums of q . k (8 lanes: one AVX2 register), eight or four keys at a
+        // time where the tile allows (independent chains; each key's sum is the one `dotPartial`
+        // forms), then one transposing reduction gives lane j = score j. (16-lane partials took
+        // twice the registers and a reduction as costly as the products themselves.)
         var j = 0
         while j < Self.keyTile {
-            if j >= jLo && j + 3 <= jHi {
-                dotPartials(query, keys + offsets[j] * vectorBytes, keys + offsets[j + 1] * vectorBytes,
-                            keys + offsets[j + 2] * vectorBytes, keys + offsets[j + 3] * vectorBytes, into: partials + j)
+            if j >= jLo && j + 7 <= jHi {
+                dotPartials8(query, offsets + j, into: partials + j)
+                j += 8
+            } else if j >= jLo && j + 3 <= jHi {
+                dotPartials4(query, offsets + j, into: partials + j)
                 j += 4
             } else {
-                partials[j] = j < jLo || j > jHi ? SIMD16() : dotPartial(query, keys + offsets[j] * vectorBytes)
+                partials[j] = j < jLo || j > jHi ? SIMD8() : dotPartial(query, keys + offsets[j] * vectorBytes)
                 j += 1
             }
         }
@@ -623,34 +626,35 @@ struct AttentionKernel<E: KVElement> {
         }
     }
 
-    /// Lane-wise partial products of `query . key` summed over 16-element chunks (a tail shorter than
-    /// 16 is summed in order into lane 0); the lanes still need adding.
+    /// Lane-wise partial products of `query . key` summed over 8-element chunks (a tail shorter than
+    /// 8 is summed in order into lane 0); the lanes still need adding.
     @inline(__always)
-    func dotPartial(_ query: UnsafePointer<Float>, _ key: UnsafeRawPointer) -> SIMD16<Float> {
-        var acc = SIMD16<Float>()
+    func dotPartial(_ query: UnsafePointer<Float>, _ key: UnsafeRawPointer) -> SIMD8<Float> {
+        var acc = SIMD8<Float>()
         var i = 0
-        while i + 16 <= headDim {
-            acc.addProduct(Vector.load16(query + i), E.load16(key, i))
-            i += 16
+        while i + 8 <= headDim {
+            acc.addProduct(Vector.load8(query + i), E.load8(key, i))
+            i += 8
         }
         addTail(&acc, query, key, from: i)
         return acc
     }
 
-    /// `dotPartial` of four keys, interleaved: four independent multiply-add chains instead of
-    /// one key's chain at a time (bitwise the same sums).
+    /// `dotPartial` of the four keys at vector indices `offsets[0 ..< 4]`, interleaved: four
+    /// independent multiply-add chains instead of one key's chain at a time (bitwise the same sums).
     @inline(__always)
-    func dotPartials(_ query: UnsafePointer<Float>, _ k0: UnsafeRawPointer, _ k1: UnsafeRawPointer,
-                     _ k2: UnsafeRawPointer, _ k3: UnsafeRawPointer, into out: UnsafeMutablePointer<SIMD16<Float>>) {
-        var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+    func dotPartials4(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, into out: UnsafeMutablePointer<SIMD8<Float>>) {
+        let k0 = keys + offsets[0] * vectorBytes, k1 = keys + offsets[1] * vectorBytes
+        let k2 = keys + offsets[2] * vectorBytes, k3 = keys + offsets[3] * vectorBytes
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
         var i = 0
-        while i + 16 <= headDim {
-            let x = Vector.load16(query + i)
-            a0.addProduct(x, E.load16(k0, i))
-            a1.addProduct(x, E.load16(k1, i))
-            a2.addProduct(x, E.load16(k2, i))
-            a3.addProduct(x, E.load16(k3, i))
-            i += 16
+        while i + 8 <= headDim {
+            let x = Vector.load8(query + i)
+            a0.addProduct(x, E.load8(k0, i))
+            a1.addProduct(x, E.load8(k1, i))
+            a2.addProduct(x, E.load8(k2, i))
+            a3.addProduct(x, E.load8(k3, i))
+            i += 8
         }
         addTail(&a0, query, k0, from: i)
         addTail(&a1, query, k1, from: i)
@@ -662,9 +666,50 @@ struct AttentionKernel<E: KVElement> {
         out[3] = a3
     }
 
-    /// Adds `query . key` over elements `i ..< headDim` (fewer than 16), summed in order, to lane 0.
+    /// `dotPartial` of the eight keys at `offsets[0 ..< 8]`: eight chains, enough to cover the
+    /// multiply-add latency (four left the core waiting on each chain).
     @inline(__always)
-    func addTail(_ acc: inout SIMD16<Float>, _ query: UnsafePointer<Float>, _ key: UnsafeRawPointer, from start: Int) {
+    func dotPartials8(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, into out: UnsafeMutablePointer<SIMD8<Float>>) {
+        let k0 = keys + offsets[0] * vectorBytes, k1 = keys + offsets[1] * vectorBytes
+        let k2 = keys + offsets[2] * vectorBytes, k3 = keys + offsets[3] * vectorBytes
+        let k4 = keys + offsets[4] * vectorBytes, k5 = keys + offsets[5] * vectorBytes
+        let k6 = keys + offsets[6] * vectorBytes, k7 = keys + offsets[7] * vectorBytes
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= headDim {
+            let x = Vector.load8(query + i)
+            a0.addProduct(x, E.load8(k0, i))
+            a1.addProduct(x, E.load8(k1, i))
+            a2.addProduct(x, E.load8(k2, i))
+            a3.addProduct(x, E.load8(k3, i))
+            a4.addProduct(x, E.load8(k4, i))
+            a5.addProduct(x, E.load8(k5, i))
+            a6.addProduct(x, E.load8(k6, i))
+            a7.addProduct(x, E.load8(k7, i))
+            i += 8
+        }
+        addTail(&a0, query, k0, from: i)
+        addTail(&a1, query, k1, from: i)
+        addTail(&a2, query, k2, from: i)
+        addTail(&a3, query, k3, from: i)
+        addTail(&a4, query, k4, from: i)
+        addTail(&a5, query, k5, from: i)
+        addTail(&a6, query, k6, from: i)
+        addTail(&a7, query, k7, from: i)
+        out[0] = a0
+        out[1] = a1
+        out[2] = a2
+        out[3] = a3
+        out[4] = a4
+        out[5] = a5
+        out[6] = a6
+        out[7] = a7
+    }
+
+    /// Adds `query . key` over elements `i ..< headDim` (fewer than 8), summed in order, to lane 0.
+    @inline(__always)
+    func addTail(_ acc: inout SIMD8<Float>, _ query: UnsafePointer<Float>, _ key: UnsafeRawPointer, from start: Int) {
         guard start < headDim else { return }
         var tail: Float = 0
         for i in start ..< headDim { tail += query[i] * E.load1(key, i) }
@@ -672,19 +717,20 @@ struct AttentionKernel<E: KVElement> {
     }
 }
 
-/// Lane j of the result is the sum of the 16 lanes of `v[j]` (a fixed pairwise tree), for `v: [16]`;
-/// overwrites `v`. Four rounds of adjacent-pair adds instead of 16 separate horizontal sums.
+/// Lane j of the result is the sum of the 8 lanes of `v[j]` (a fixed pairwise tree), for `v: [16]`;
+/// overwrites `v`. Three rounds of adjacent-pair adds (each one `vhaddps` and a permute on AVX2)
+/// instead of 16 separate horizontal sums.
 @inline(__always)
-func reduceTransposed(_ v: UnsafeMutablePointer<SIMD16<Float>>) -> SIMD16<Float> {
+func reduceTransposed(_ v: UnsafeMutablePointer<SIMD8<Float>>) -> SIMD16<Float> {
     var n = 16
-    while n > 1 {
+    while n > 2 {
         for i in 0 ..< n / 2 {
             let x = v[2 * i], y = v[2 * i + 1]
-            v[i] = SIMD16(lowHalf: x.evenHalf + x.oddHalf, highHalf: y.evenHalf + y.oddHalf)
+            v[i] = SIMD8(lowHalf: x.evenHalf + x.oddHalf, highHalf: y.evenHalf + y.oddHalf)
         }
         n /= 2
     }
-    return v[0]
+    return SIMD16(lowHalf: v[0], highHalf: v[1])
 }
 
 /// Sum of the lanes of `v` by a fixed pairwise tree.
