@@ -188,13 +188,13 @@ struct LatentAttention {
         let kv = w.buffer(.latentKV, n * cacheDim)
         MatMul.multiply(input, tokens: n, by: kvDown, into: kv, pool: ctx.pool)
         let absorbed = w.buffer(.latentQuery, n * heads * cacheDim)
-        let cos = w.buffer(.cos, ropeDim / 2), sin = w.buffer(.sin, ropeDim / 2)
+        let angles = w.ropeTables(rope, positions: ctx.positions)
         keyUp.withUnsafeBufferPointer { keyUp in
             let wuk = keyUp.baseAddress.unsafelyUnwrapped
             for t in 0 ..< n {
                 let row = kv + t * cacheDim
                 Norm.rms(row, weight: kvNorm, eps: normEps, into: row, rows: 1, n: latent)
-                rope.angles(position: ctx.positions[t], cos: cos, sin: sin)
+                let cos = angles.cos + t * (rope.rotaryDim / 2), sin = angles.sin + t * (rope.rotaryDim / 2)
                 rope.apply(row + latent, heads: 1, headDim: ropeDim, cos: cos, sin: sin)
                 for h in 0 ..< heads {
                     let qHead = q + (t * heads + h) * qkDim

@@ -174,24 +174,35 @@ final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable {
             embedding.dequantizeRow(id, into: residual + t * hidden)
         }
         if let scale = c.embeddingScale { Vector.scale(residual, by: scale, n * hidden) }
+        // The norms and residual adds between the blocks go row by row, split between the threads
+        // (`StepContext.forRows`): each row's arithmetic is the same whichever thread runs it.
+        let eps = c.rmsNormEps
         for (index, layer) in layers.enumerated() {
-            Norm.rms(residual, weight: layer.attentionNorm, eps: c.rmsNormEps, into: normed, rows: n, n: hidden)
+            ctx.forRows(n, width: hidden) { rows in
+                let o = rows.lowerBound * hidden
+                Norm.rms(residual + o, weight: layer.attentionNorm, eps: eps, into: normed + o, rows: rows.count, n: hidden)
+            }
             let view = cache.layerView(index, batches: batch.attention)
             switch layer.attention {
             case .grouped(let a): try a.forward(normed, into: blockOutput, cache: view, ctx)
             case .latent(let a): try a.forward(normed, into: blockOutput, cache: view, ctx)
             }
-            if let norm = layer.postAttentionNorm {
-                Norm.rms(blockOutput, weight: norm, eps: c.rmsNormEps, into: blockOutput, rows: n, n: hidden)
+            ctx.forRows(n, width: hidden) { rows in
+                let o = rows.lowerBound * hidden
+                if let norm = layer.postAttentionNorm {
+                    Norm.rms(blockOutput + o, weight: norm, eps: eps, into: blockOutput + o, rows: rows.count, n: hidden)
+                }
+                Vector.add(blockOutput + o, into: residual + o, rows.count * hidden)
+                Norm.rms(residual + o, weight: layer.feedForwardNorm, eps: eps, into: normed + o, rows: rows.count, n: hidden)
             }
-            Vector.add(blockOutput, into: residual, n * hidden)
-
-            Norm.rms(residual, weight: layer.feedForwardNorm, eps: c.rmsNormEps, into: normed, rows: n, n: hidden)
             layer.feedForward.forward(normed, into: blockOutput, ctx)
-            if let norm = layer.postFeedForwardNorm {
-                Norm.rms(blockOutput, weight: norm, eps: c.rmsNormEps, into: blockOutput, rows: n, n: hidden)
+            ctx.forRows(n, width: hidden) { rows in
+                let o = rows.lowerBound * hidden
+                if let norm = layer.postFeedForwardNorm {
+                    Norm.rms(blockOutput + o, weight: norm, eps: eps, into: blockOutput + o, rows: rows.count, n: hidden)
+                }
+                Vector.add(blockOutput + o, into: residual + o, rows.count * hidden)
             }
-            Vector.add(blockOutput, into: residual, n * hidden)
         }
 
         // Only the rows that need logits go through the final norm and the output head.

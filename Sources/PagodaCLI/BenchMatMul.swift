@@ -25,6 +25,9 @@ struct BenchMatMul: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "Time one pass over all the tensors per repetition (weights leave the cache between uses, as in a model) instead of each tensor alone.")
+    var rotate = false
+
     func run() throws {
         let tokenList = try BenchAttention.parseList(tokens, "--tokens")
         guard repetitions > 0 else { throw ValidationError("--repetitions must be positive") }
@@ -32,6 +35,7 @@ struct BenchMatMul: ParsableCommand {
         let file = try GGUFFile(path: path)
         let pool = WorkerPool(threads: options.threads ?? WorkerPool.availableCores)
         var rows: [String] = []
+        if rotate { return try runRotating(file: file, path: path, pool: pool, tokenList: tokenList) }
         if !json { print("tensor                      type    rows  cols  tokens   best ms  median ms  GMAC/s (best)") }
         for name in tensors.split(separator: ",").map(String.init) {
             guard let tensor = file.tensor(named: name) else {
@@ -63,5 +67,42 @@ struct BenchMatMul: ParsableCommand {
             }
         }
         if json { print("{\"threads\": \(pool.threadCount), \"results\": [\(rows.joined(separator: ", "))]}") }
+    }
+
+    /// `--rotate`: every tensor once per repetition, in order; one line per token count.
+    private func runRotating(file: GGUFFile, path: String, pool: WorkerPool, tokenList: [Int]) throws {
+        var names: [String] = []
+        for name in tensors.split(separator: ",").map(String.init) {
+            if name.contains("*") {
+                let parts = name.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
+                names += file.tensors.map(\.name).filter { $0.hasPrefix(parts[0]) && $0.hasSuffix(parts.last ?? "") }
+            } else {
+                names.append(name)
+            }
+        }
+        var weights: [WeightMatrix] = []
+        for name in names {
+            guard let tensor = file.tensor(named: name) else { throw ValidationError("\(path) has no tensor '\(name)'") }
+            weights.append(try WeightMatrix(tensor, activations: options.activationOptions.precision))
+        }
+        let maxCols = weights.map(\.cols).max() ?? 0, maxRows = weights.map(\.rows).max() ?? 0
+        for count in tokenList {
+            let input = UnsafeMutablePointer<Float>.allocate(capacity: count * maxCols)
+            let output = UnsafeMutablePointer<Float>.allocate(capacity: count * maxRows)
+            defer { input.deallocate(); output.deallocate() }
+            var random = SplitMix64(state: 1)
+            for i in 0 ..< count * maxCols { input[i] = Float.random(in: -1 ..< 1, using: &random) }
+            var seconds: [Double] = []
+            for _ in 0 ... repetitions {
+                let start = DispatchTime.now().uptimeNanoseconds
+                for weight in weights { MatMul.multiply(input, tokens: count, by: weight, into: output, pool: pool) }
+                seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            seconds.removeFirst()
+            seconds.sort()
+            let macs = Double(count * weights.reduce(0) { $0 + $1.rows * $1.cols })
+            print(String(format: "%d tensors, %d tokens: best %.3f ms (%.1f GMAC/s), median %.3f ms (%.1f GMAC/s)", weights.count, count,
+                         seconds[0] * 1000, macs / seconds[0] / 1e9, seconds[seconds.count / 2] * 1000, macs / seconds[seconds.count / 2] / 1e9))
+        }
     }
 }
