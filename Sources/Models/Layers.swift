@@ -124,15 +124,66 @@ struct StepContext {
     let workspace: ForwardWorkspace
     let pool: WorkerPool
 
-    /// Runs `body` over rows `0 ..< count` of `width` floats: split between the pool's threads once
+    /// Runs `work` over rows `0 ..< count` of `width` floats: split between the pool's threads once
     /// there are enough elements to pay for a parallel region (16K; a region costs microseconds),
     /// else in one call on this thread. For row-wise work (norms, residual adds, gated
-    /// activations), which on one thread left the others waiting: 3-4% of an int8 serving profile.
-    func forRows(_ count: Int, width: Int, _ body: (Range<Int>) -> Void) {
+    /// activations, RoPE), which on one thread left the others waiting: 3-4% of an int8 serving
+    /// profile. `work` is a struct the pool takes by address: a closure handed to the pool's
+    /// threads cost a heap allocation per region.
+    func forRows<Work: RowWork>(_ count: Int, width: Int, _ work: Work) {
         if count > 1 && count * width >= 1 << 14 {
-            pool.parallelFor(count) { rows, _ in body(rows) }
+            pool.parallelFor(count, RowsJob(work: work))
         } else if count > 0 {
-            body(0 ..< count)
+            work.run(rows: 0 ..< count)
+        }
+    }
+}
+
+/// Row-wise work of a step (`StepContext.forRows`): each row's arithmetic is the same whichever
+/// thread runs it.
+protocol RowWork {
+    func run(rows: Range<Int>)
+}
+
+private struct RowsJob<Work: RowWork>: RangeJob {
+    let work: Work
+
+    func run(range: Range<Int>, thread: Int) { work.run(rows: range) }
+}
+
+/// Between two blocks, for rows of `hidden` floats: `residual += postNorm(blockOutput)` (when
+/// `adds`), then `normed = norm(residual)` (when `norm` is given: the next block's input).
+struct ResidualRows: RowWork {
+    let residual, blockOutput, normed: UnsafeMutablePointer<Float>
+    let hidden: Int
+    let eps: Float
+    let adds: Bool
+    let postNorm: [Float]?
+    let norm: [Float]?
+
+    func run(rows: Range<Int>) {
+        let o = rows.lowerBound * hidden
+        if adds {
+            if let postNorm { Norm.rms(blockOutput + o, weight: postNorm, eps: eps, into: blockOutput + o, rows: rows.count, n: hidden) }
+            Vector.add(blockOutput + o, into: residual + o, rows.count * hidden)
+        }
+        if let norm { Norm.rms(residual + o, weight: norm, eps: eps, into: normed + o, rows: rows.count, n: hidden) }
+    }
+}
+
+/// The gated activation of rows of `width` gate and up values, into the gate buffer.
+private struct ActivationRows: RowWork {
+    let gate, up: UnsafeMutablePointer<Float>
+    let width: Int
+    let activation: GatedActivation
+
+    func run(rows: Range<Int>) {
+        let start = rows.lowerBound * width, count = rows.count * width
+        let g = gate + start, u = up + start
+        switch activation {
+        case .silu: Activation.swiglu(gate: g, up: u, into: g, count)
+        case .geluTanh: Activation.geluTanhGated(gate: g, up: u, into: g, count)
+        case .clampedSwiglu(let limit, let alpha): Activation.clampedSwiglu(gate: g, up: u, into: g, count, limit: limit, alpha: alpha)
         }
     }
 }
@@ -172,15 +223,7 @@ struct GatedMLP {
         MatMul.multiply(input, tokens: n, fused: (gate, g), (up, u), pool: ctx.pool)
         if let b = gateBias { for t in 0 ..< n { Vector.add(b, into: g + t * width, width) } }
         if let b = upBias { for t in 0 ..< n { Vector.add(b, into: u + t * width, width) } }
-        ctx.forRows(n, width: width) { rows in
-            let start = rows.lowerBound * width, count = rows.count * width
-            switch activation {
-            case .silu: Activation.swiglu(gate: g + start, up: u + start, into: g + start, count)
-            case .geluTanh: Activation.geluTanhGated(gate: g + start, up: u + start, into: g + start, count)
-            case .clampedSwiglu(let limit, let alpha):
-                Activation.clampedSwiglu(gate: g + start, up: u + start, into: g + start, count, limit: limit, alpha: alpha)
-            }
-        }
+        ctx.forRows(n, width: width, ActivationRows(gate: g, up: u, width: width, activation: activation))
         MatMul.multiply(g, tokens: n, by: down, into: output, pool: ctx.pool)
         if let b = downBias { for t in 0 ..< n { Vector.add(b, into: output + t * down.rows, down.rows) } }
     }
@@ -231,29 +274,39 @@ struct GroupedQueryAttention {
 
     var weights: [WeightMatrix] { [q, k, v, o] }
 
+    /// Per token: biases, qk-norm and RoPE of the projected rows (`[T, heads * headDim]` and
+    /// `[T, kvHeads * headDim]`), with the step's angle tables (`[T, rotaryDim / 2]`).
+    private struct ProjectionRows: RowWork {
+        let attention: GroupedQueryAttention
+        let q, k, v: UnsafeMutablePointer<Float>
+        let cos, sin: UnsafePointer<Float>
+
+        func run(rows: Range<Int>) {
+            let a = attention, qDim = a.heads * a.headDim, kvDim = a.kvHeads * a.headDim, half = a.rope.rotaryDim / 2
+            for t in rows {
+                let qRow = q + t * qDim, kRow = k + t * kvDim, vRow = v + t * kvDim
+                if let b = a.qBias { Vector.add(b, into: qRow, qDim) }
+                if let b = a.kBias { Vector.add(b, into: kRow, kvDim) }
+                if let b = a.vBias { Vector.add(b, into: vRow, kvDim) }
+                if let qn = a.qNorm, let kn = a.kNorm {
+                    Norm.rms(qRow, weight: qn, eps: a.normEps, into: qRow, rows: a.heads, n: a.headDim)
+                    Norm.rms(kRow, weight: kn, eps: a.normEps, into: kRow, rows: a.kvHeads, n: a.headDim)
+                }
+                a.rope.apply(qRow, heads: a.heads, headDim: a.headDim, cos: cos + t * half, sin: sin + t * half)
+                a.rope.apply(kRow, heads: a.kvHeads, headDim: a.headDim, cos: cos + t * half, sin: sin + t * half)
+            }
+        }
+    }
+
     /// `output[T, hidden]` = attention of `input[T, hidden]` (normed) over the cache layer.
     func forward(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
                  cache: LayerCacheView, _ ctx: StepContext) throws {
         let n = ctx.tokens, w = ctx.workspace
         let qDim = heads * headDim, kvDim = kvHeads * headDim
         let qs = w.buffer(.q, n * qDim), ks = w.buffer(.k, n * kvDim), vs = w.buffer(.v, n * kvDim)
-        let angles = w.ropeTables(rope, positions: ctx.positions), half = rope.rotaryDim / 2
+        let angles = w.ropeTables(rope, positions: ctx.positions)
         MatMul.multiply(input, tokens: n, fused: (q, qs), (k, ks), (v, vs), pool: ctx.pool)
-        let qBias = qBias, kBias = kBias, vBias = vBias, qNorm = qNorm, kNorm = kNorm
-        let heads = heads, kvHeads = kvHeads, headDim = headDim, normEps = normEps, rope = rope
-        ctx.forRows(n, width: qDim + 2 * kvDim) { rows in for t in rows {
-            let qRow = qs + t * qDim, kRow = ks + t * kvDim, vRow = vs + t * kvDim
-            if let b = qBias { Vector.add(b, into: qRow, qDim) }
-            if let b = kBias { Vector.add(b, into: kRow, kvDim) }
-            if let b = vBias { Vector.add(b, into: vRow, kvDim) }
-            if let qn = qNorm, let kn = kNorm {
-                Norm.rms(qRow, weight: qn, eps: normEps, into: qRow, rows: heads, n: headDim)
-                Norm.rms(kRow, weight: kn, eps: normEps, into: kRow, rows: kvHeads, n: headDim)
-            }
-            let cos = angles.cos + t * half, sin = angles.sin + t * half
-            rope.apply(qRow, heads: heads, headDim: headDim, cos: cos, sin: sin)
-            rope.apply(kRow, heads: kvHeads, headDim: headDim, cos: cos, sin: sin)
-        } }
+        ctx.forRows(n, width: qDim + 2 * kvDim, ProjectionRows(attention: self, q: qs, k: ks, v: vs, cos: angles.cos, sin: angles.sin))
         let attention = w.buffer(.attention, n * qDim)
         try cache.attend(q: qs, keys: ks, values: vs, out: attention, tokens: n, qHeads: heads, options: options,
                          scratch: w.attentionScratch(tokens: n, heads: heads, headDim: headDim), pool: ctx.pool)

@@ -175,34 +175,22 @@ final class DecoderTransformer: CausalLanguageModel, @unchecked Sendable {
         }
         if let scale = c.embeddingScale { Vector.scale(residual, by: scale, n * hidden) }
         // The norms and residual adds between the blocks go row by row, split between the threads
-        // (`StepContext.forRows`): each row's arithmetic is the same whichever thread runs it.
-        let eps = c.rmsNormEps
+        // (`StepContext.forRows`); the add after each feed-forward block also norms the next
+        // layer's input.
+        func between(adds: Bool, postNorm: [Float]?, norm: [Float]?) {
+            ctx.forRows(n, width: hidden, ResidualRows(residual: residual, blockOutput: blockOutput, normed: normed, hidden: hidden,
+                                                       eps: c.rmsNormEps, adds: adds, postNorm: postNorm, norm: norm))
+        }
+        if let first = layers.first { between(adds: false, postNorm: nil, norm: first.attentionNorm) }
         for (index, layer) in layers.enumerated() {
-            ctx.forRows(n, width: hidden) { rows in
-                let o = rows.lowerBound * hidden
-                Norm.rms(residual + o, weight: layer.attentionNorm, eps: eps, into: normed + o, rows: rows.count, n: hidden)
-            }
             let view = cache.layerView(index, batches: batch.attention)
             switch layer.attention {
             case .grouped(let a): try a.forward(normed, into: blockOutput, cache: view, ctx)
             case .latent(let a): try a.forward(normed, into: blockOutput, cache: view, ctx)
             }
-            ctx.forRows(n, width: hidden) { rows in
-                let o = rows.lowerBound * hidden
-                if let norm = layer.postAttentionNorm {
-                    Norm.rms(blockOutput + o, weight: norm, eps: eps, into: blockOutput + o, rows: rows.count, n: hidden)
-                }
-                Vector.add(blockOutput + o, into: residual + o, rows.count * hidden)
-                Norm.rms(residual + o, weight: layer.feedForwardNorm, eps: eps, into: normed + o, rows: rows.count, n: hidden)
-            }
+            between(adds: true, postNorm: layer.postAttentionNorm, norm: layer.feedForwardNorm)
             layer.feedForward.forward(normed, into: blockOutput, ctx)
-            ctx.forRows(n, width: hidden) { rows in
-                let o = rows.lowerBound * hidden
-                if let norm = layer.postFeedForwardNorm {
-                    Norm.rms(blockOutput + o, weight: norm, eps: eps, into: blockOutput + o, rows: rows.count, n: hidden)
-                }
-                Vector.add(blockOutput + o, into: residual + o, rows.count * hidden)
-            }
+            between(adds: true, postNorm: layer.postFeedForwardNorm, norm: index + 1 < layers.count ? layers[index + 1].attentionNorm : nil)
         }
 
         // Only the rows that need logits go through the final norm and the output head.
