@@ -554,10 +554,10 @@ struct AttentionKernel<E: KVElement> {
         var j = 0
         while j < Self.keyTile {
             if j >= jLo && j + 7 <= jHi {
-                dotPartials8(query, offsets + j, into: partials + j)
+                dotPartials(query, offsets + j, count: 8, into: partials + j)
                 j += 8
             } else if j >= jLo && j + 3 <= jHi {
-                dotPartials4(query, offsets + j, into: partials + j)
+                dotPartials(query, offsets + j, count: 4, into: partials + j)
                 j += 4
             } else {
                 partials[j] = j < jLo || j > jHi ? SIMD8() : dotPartial(query, keys + offsets[j] * vectorBytes)
@@ -655,40 +655,17 @@ struct AttentionKernel<E: KVElement> {
         return acc
     }
 
-    /// `dotPartial` of the four keys at vector indices `offsets[0 ..< 4]`, interleaved: four
-    /// independent multiply-add chains instead of one key's chain at a time (bitwise the same sums).
+    /// `dotPartial` of the `count` (4 or 8) keys at vector indices `offsets[0 ..< count]`,
+    /// interleaved: independent multiply-add chains instead of one key's chain at a time (bitwise
+    /// the same sums); eight cover the multiply-add latency, four left the core waiting on each
+    /// chain. `count` is a constant at every call, so the unused chains fold away.
     @inline(__always)
-    func dotPartials4(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, into out: UnsafeMutablePointer<SIMD8<Float>>) {
+    func dotPartials(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, count: Int, into out: UnsafeMutablePointer<SIMD8<Float>>) {
+        let wide = count == 8
         let k0 = keys + offsets[0] * vectorBytes, k1 = keys + offsets[1] * vectorBytes
         let k2 = keys + offsets[2] * vectorBytes, k3 = keys + offsets[3] * vectorBytes
-        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= headDim {
-            let x = Vector.load8(query + i)
-            a0.addProduct(x, E.load8(k0, i))
-            a1.addProduct(x, E.load8(k1, i))
-            a2.addProduct(x, E.load8(k2, i))
-            a3.addProduct(x, E.load8(k3, i))
-            i += 8
-        }
-        addTail(&a0, query, k0, from: i)
-        addTail(&a1, query, k1, from: i)
-        addTail(&a2, query, k2, from: i)
-        addTail(&a3, query, k3, from: i)
-        out[0] = a0
-        out[1] = a1
-        out[2] = a2
-        out[3] = a3
-    }
-
-    /// `dotPartial` of the eight keys at `offsets[0 ..< 8]`: eight chains, enough to cover the
-    /// multiply-add latency (four left the core waiting on each chain).
-    @inline(__always)
-    func dotPartials8(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, into out: UnsafeMutablePointer<SIMD8<Float>>) {
-        let k0 = keys + offsets[0] * vectorBytes, k1 = keys + offsets[1] * vectorBytes
-        let k2 = keys + offsets[2] * vectorBytes, k3 = keys + offsets[3] * vectorBytes
-        let k4 = keys + offsets[4] * vectorBytes, k5 = keys + offsets[5] * vectorBytes
-        let k6 = keys + offsets[6] * vectorBytes, k7 = keys + offsets[7] * vectorBytes
+        let k4 = wide ? keys + offsets[4] * vectorBytes : k0, k5 = wide ? keys + offsets[5] * vectorBytes : k0
+        let k6 = wide ? keys + offsets[6] * vectorBytes : k0, k7 = wide ? keys + offsets[7] * vectorBytes : k0
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
         var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
         var i = 0
@@ -698,28 +675,25 @@ struct AttentionKernel<E: KVElement> {
             a1.addProduct(x, E.load8(k1, i))
             a2.addProduct(x, E.load8(k2, i))
             a3.addProduct(x, E.load8(k3, i))
-            a4.addProduct(x, E.load8(k4, i))
-            a5.addProduct(x, E.load8(k5, i))
-            a6.addProduct(x, E.load8(k6, i))
-            a7.addProduct(x, E.load8(k7, i))
+            if wide {
+                a4.addProduct(x, E.load8(k4, i))
+                a5.addProduct(x, E.load8(k5, i))
+                a6.addProduct(x, E.load8(k6, i))
+                a7.addProduct(x, E.load8(k7, i))
+            }
             i += 8
         }
-        addTail(&a0, query, k0, from: i)
-        addTail(&a1, query, k1, from: i)
-        addTail(&a2, query, k2, from: i)
-        addTail(&a3, query, k3, from: i)
-        addTail(&a4, query, k4, from: i)
-        addTail(&a5, query, k5, from: i)
-        addTail(&a6, query, k6, from: i)
-        addTail(&a7, query, k7, from: i)
         out[0] = a0
         out[1] = a1
         out[2] = a2
         out[3] = a3
-        out[4] = a4
-        out[5] = a5
-        out[6] = a6
-        out[7] = a7
+        if wide {
+            out[4] = a4
+            out[5] = a5
+            out[6] = a6
+            out[7] = a7
+        }
+        for n in 0 ..< count { addTail(&out[n], query, keys + offsets[n] * vectorBytes, from: i) }
     }
 
     /// Adds `query . key` over elements `i ..< headDim` (fewer than 8), summed in order, to lane 0.
