@@ -13,7 +13,7 @@ struct BenchMatMul: ParsableCommand {
 
     @OptionGroup var options: ModelOptions
 
-    @Option(help: "Comma-separated tensor names (default: layer 0's attn_q, ffn_gate and ffn_down).")
+    @Option(help: "Comma-separated tensor names (default: layer 0's attn_q, ffn_gate and ffn_down); with --rotate one `*` per name matches any part, e.g. blk.*.ffn_up.weight.")
     var tensors: String = "blk.0.attn_q.weight,blk.0.ffn_gate.weight,blk.0.ffn_down.weight"
 
     @Option(help: "Comma-separated token counts (rows of input).")
