@@ -31,32 +31,19 @@ struct BenchMatMul: ParsableCommand {
     func run() throws {
         let tokenList = try BenchAttention.parseList(tokens, "--tokens")
         guard repetitions > 0 else { throw ValidationError("--repetitions must be positive") }
+        if rotate && json { throw ValidationError("--rotate prints one line per token count; it has no --json output") }
         let path = try options.resolvedPath()
         let file = try GGUFFile(path: path)
         let pool = WorkerPool(threads: options.threads ?? WorkerPool.availableCores)
-        var rows: [String] = []
         if rotate { return try runRotating(file: file, path: path, pool: pool, tokenList: tokenList) }
+        var rows: [String] = []
         if !json { print("tensor                      type    rows  cols  tokens   best ms  median ms  GMAC/s (best)") }
         for name in tensors.split(separator: ",").map(String.init) {
-            guard let tensor = file.tensor(named: name) else {
-                throw ValidationError("\(path) has no tensor '\(name)'")
-            }
-            let weight = try WeightMatrix(tensor, activations: options.activationOptions.precision)
+            let weight = try matrix(name, in: file, path: path)
             for count in tokenList {
-                let input = UnsafeMutablePointer<Float>.allocate(capacity: count * weight.cols)
-                let output = UnsafeMutablePointer<Float>.allocate(capacity: count * weight.rows)
+                let input = Self.randomInput(count * weight.cols), output = UnsafeMutablePointer<Float>.allocate(capacity: count * weight.rows)
                 defer { input.deallocate(); output.deallocate() }
-                var random = SplitMix64(state: 1)
-                for i in 0 ..< count * weight.cols { input[i] = Float.random(in: -1 ..< 1, using: &random) }
-                MatMul.multiply(input, tokens: count, by: weight, into: output, pool: pool)  // warm-up
-                var seconds: [Double] = []
-                for _ in 0 ..< repetitions {
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    MatMul.multiply(input, tokens: count, by: weight, into: output, pool: pool)
-                    seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                }
-                seconds.sort()
-                let best = seconds[0], median = seconds[seconds.count / 2]
+                let (best, median) = timed { MatMul.multiply(input, tokens: count, by: weight, into: output, pool: pool) }
                 let gmacs = Double(count * weight.rows * weight.cols) / best / 1e9
                 if json {
                     rows.append("{\"tensor\": \"\(name)\", \"type\": \"\(weight.type)\", \"rows\": \(weight.rows), \"cols\": \(weight.cols), \"tokens\": \(count), \"best_s\": \(best), \"median_s\": \(median), \"gmac_per_s\": \(gmacs)}")
@@ -80,29 +67,44 @@ struct BenchMatMul: ParsableCommand {
                 names.append(name)
             }
         }
-        var weights: [WeightMatrix] = []
-        for name in names {
-            guard let tensor = file.tensor(named: name) else { throw ValidationError("\(path) has no tensor '\(name)'") }
-            weights.append(try WeightMatrix(tensor, activations: options.activationOptions.precision))
-        }
+        let weights = try names.map { try matrix($0, in: file, path: path) }
         let maxCols = weights.map(\.cols).max() ?? 0, maxRows = weights.map(\.rows).max() ?? 0
         for count in tokenList {
-            let input = UnsafeMutablePointer<Float>.allocate(capacity: count * maxCols)
-            let output = UnsafeMutablePointer<Float>.allocate(capacity: count * maxRows)
+            let input = Self.randomInput(count * maxCols), output = UnsafeMutablePointer<Float>.allocate(capacity: count * maxRows)
             defer { input.deallocate(); output.deallocate() }
-            var random = SplitMix64(state: 1)
-            for i in 0 ..< count * maxCols { input[i] = Float.random(in: -1 ..< 1, using: &random) }
-            var seconds: [Double] = []
-            for _ in 0 ... repetitions {
-                let start = DispatchTime.now().uptimeNanoseconds
+            let (best, median) = timed {
                 for weight in weights { MatMul.multiply(input, tokens: count, by: weight, into: output, pool: pool) }
-                seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             }
-            seconds.removeFirst()
-            seconds.sort()
             let macs = Double(count * weights.reduce(0) { $0 + $1.rows * $1.cols })
             print(String(format: "%d tensors, %d tokens: best %.3f ms (%.1f GMAC/s), median %.3f ms (%.1f GMAC/s)", weights.count, count,
-                         seconds[0] * 1000, macs / seconds[0] / 1e9, seconds[seconds.count / 2] * 1000, macs / seconds[seconds.count / 2] / 1e9))
+                         best * 1000, macs / best / 1e9, median * 1000, macs / median / 1e9))
         }
+    }
+
+    /// Tensor `name` of `file` as a weight matrix for the chosen activations.
+    private func matrix(_ name: String, in file: GGUFFile, path: String) throws -> WeightMatrix {
+        guard let tensor = file.tensor(named: name) else { throw ValidationError("\(path) has no tensor '\(name)'") }
+        return try WeightMatrix(tensor, activations: options.activationOptions.precision)
+    }
+
+    /// `count` floats uniform in [-1, 1), the same every run (the caller deallocates them).
+    private static func randomInput(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let input = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        var random = SplitMix64(state: 1)
+        for i in 0 ..< count { input[i] = Float.random(in: -1 ..< 1, using: &random) }
+        return input
+    }
+
+    /// Best and median seconds of `repetitions` runs of `body`, after one untimed warm-up run.
+    private func timed(_ body: () -> Void) -> (best: Double, median: Double) {
+        body()
+        var seconds: [Double] = []
+        for _ in 0 ..< repetitions {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        seconds.sort()
+        return (seconds[0], seconds[seconds.count / 2])
     }
 }
