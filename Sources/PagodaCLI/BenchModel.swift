@@ -11,6 +11,9 @@ import Models
 /// - `ppN`: one engine step that computes an N-token prompt from an empty cache; tokens/s = N / time.
 /// - `tgN`: N single-token steps from an empty cache (no sampling: the next token is fixed);
 ///   tokens/s = N / time.
+/// - `tgN@dD xS` (with `--depth D` or `--sequences S` other than 0 and 1): S sequences, each first
+///   given a D-token prompt (not timed), then N steps that each decode one token of every sequence,
+///   as a serving engine's decode steps do; tokens/s = S * N / time.
 /// Each test runs once to warm up, then `-r` times; the mean and standard deviation of the per-run
 /// tokens/s are reported, as llama-bench does.
 struct BenchModel: ParsableCommand {
@@ -27,6 +30,12 @@ struct BenchModel: ParsableCommand {
     @Option(name: .customShort("n"), help: "Comma-separated numbers of generated tokens (0 for none).")
     var generated: String = "128"
 
+    @Option(help: "Comma-separated numbers of sequences decoded together in each tgN step.")
+    var sequences: String = "1"
+
+    @Option(name: [.customShort("d"), .long], help: "Prompt tokens each sequence of a tgN test holds before its timed steps (computed untimed).")
+    var depth: Int = 0
+
     @Option(name: .customShort("t"), help: "Comma-separated worker thread counts (default: one per core).")
     var threads: String?
 
@@ -41,11 +50,13 @@ struct BenchModel: ParsableCommand {
 
     func validate() throws {
         guard repetitions >= 1 else { throw ValidationError("-r must be at least 1, got \(repetitions)") }
+        guard depth >= 0 else { throw ValidationError("-d must be at least 0, got \(depth)") }
     }
 
     func run() throws {
         let promptLengths = try BenchAttention.parseList(prompts, "-p", allowZero: true).filter { $0 > 0 }
         let generatedCounts = try BenchAttention.parseList(generated, "-n", allowZero: true).filter { $0 > 0 }
+        let sequenceCounts = try BenchAttention.parseList(sequences, "--sequences")
         let threadCounts = try threads.map { try BenchAttention.parseList($0, "-t") } ?? [WorkerPool.availableCores]
         let path = try model ?? DefaultModelPath.resolve()
 
@@ -57,18 +68,20 @@ struct BenchModel: ParsableCommand {
             let pool = WorkerPool(threads: threadCount)
             let loaded = try ModelLoader.load(path: path, pool: pool, activations: activationOptions.precision)
             streamedBytes = loaded.model.streamedWeightBytes
-            let needed = (promptLengths + generatedCounts).max() ?? 1
+            let needed = max(promptLengths.max() ?? 1, depth + (generatedCounts.max() ?? 0))
+            let mostSequences = sequenceCounts.max() ?? 1
             // As llama-bench sizes its context to the test, the default cache holds the longest test.
             var cacheSettings = cacheOptions.resolved()
-            cacheSettings.maxSequences = 1
-            cacheSettings.maxStepTokens = needed
+            cacheSettings.maxSequences = mostSequences
+            cacheSettings.maxStepTokens = max(needed, mostSequences)
             if cacheOptions.kvCacheMemory == nil {
-                cacheSettings.memoryBytes = PagedKVCache.memoryToHold(tokens: needed + 2 * cacheOptions.blockSize, config: loaded.config, options: cacheSettings)
+                let tokens = mostSequences * (needed + 2 * cacheOptions.blockSize)
+                cacheSettings.memoryBytes = PagedKVCache.memoryToHold(tokens: tokens, config: loaded.config, options: cacheSettings)
             }
             cacheSettings.prefixCaching = false  // every repetition computes its whole prompt
             let cache = try PagedKVCache(config: loaded.config, options: cacheSettings)
-            guard cache.tokenCapacity >= needed else {
-                throw ValidationError("the KV cache holds \(cache.tokenCapacity) tokens but a test needs \(needed); raise --kv-cache-memory")
+            guard cache.tokenCapacity >= needed * mostSequences else {
+                throw ValidationError("the KV cache holds \(cache.tokenCapacity) tokens but a test needs \(needed * mostSequences); raise --kv-cache-memory")
             }
             let runner = ModelRunner(model: loaded.model, cache: cache)
             let vocab = loaded.config.vocabSize
@@ -80,12 +93,17 @@ struct BenchModel: ParsableCommand {
                 if !json { print(m.line) }
             }
             for count in generatedCounts {
-                var m = try measure(test: "tg\(count)", threads: threadCount, tokens: count) {
-                    try Self.generate(runner, steps: count, vocab: vocab)
+                for sequenceCount in sequenceCounts {
+                    var name = "tg\(count)"
+                    if depth > 0 { name += "@d\(depth)" }
+                    if sequenceCount > 1 { name += " x\(sequenceCount)" }
+                    var m = try measure(test: name, threads: threadCount, tokens: count * sequenceCount) {
+                        try Self.generate(runner, steps: count, sequences: sequenceCount, depth: depth, vocab: vocab)
+                    }
+                    if sequenceCount == 1 { m.weightsGBPerSecond = Double(streamedBytes) * m.tokensPerSecond / 1e9 }
+                    results.append(m)
+                    if !json { print(m.line) }
                 }
-                m.weightsGBPerSecond = Double(streamedBytes) * m.tokensPerSecond / 1e9
-                results.append(m)
-                if !json { print(m.line) }
             }
         }
         // Read before the bandwidth probe, whose 512 MiB buffer is not the model's.
@@ -125,15 +143,13 @@ struct BenchModel: ParsableCommand {
         }
     }
 
-    /// Runs `body` once to warm up and then `repetitions` times, timing each run.
-    func measure(test: String, threads: Int, tokens: Int, _ body: () throws -> Void) throws -> Measurement {
-        try body()
+    /// Runs `body` once to warm up and then `repetitions` times; `body` returns the time of its
+    /// measured part.
+    func measure(test: String, threads: Int, tokens: Int, _ body: () throws -> Duration) throws -> Measurement {
+        _ = try body()
         var rates: [Double] = []
-        let clock = ContinuousClock()
         for _ in 0 ..< repetitions {
-            let start = clock.now
-            try body()
-            rates.append(Double(tokens) / (clock.now - start).seconds)
+            rates.append(Double(tokens) / (try body()).seconds)
         }
         let mean = rates.reduce(0, +) / Double(rates.count)
         let variance = rates.count > 1 ? rates.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(rates.count - 1) : 0
@@ -146,27 +162,46 @@ struct BenchModel: ParsableCommand {
         return (0 ..< count).map { _ in Int(generator.next() % UInt64(vocab)) }
     }
 
-    /// The one sequence a test runs at a time (freed before the next run admits it again).
+    /// The one sequence a prompt test runs at a time (freed before the next run admits it again).
     static let benchSequence = SequenceID(1)
 
-    /// Computes a whole prompt in one step over an empty cache (prefix caching is off).
-    static func prefill(_ runner: ModelRunner, tokens: [Int]) throws {
+    /// Computes a whole prompt in one step over an empty cache (prefix caching is off); returns
+    /// the step's time.
+    static func prefill(_ runner: ModelRunner, tokens: [Int]) throws -> Duration {
         let id = benchSequence
         try runner.admit(id, prompt: tokens)
         defer { try? runner.free(id) }
+        let clock = ContinuousClock()
+        let start = clock.now
         _ = try runner.step([(id: id, count: tokens.count, logits: .last)])
+        return clock.now - start
     }
 
-    /// `steps` single-token steps from an empty cache.
-    static func generate(_ runner: ModelRunner, steps: Int, vocab: Int) throws {
-        let id = benchSequence
-        let ids = tokens(steps, vocab: vocab, seed: 2)
-        try runner.admit(id, prompt: [ids[0]])
-        defer { try? runner.free(id) }
-        for step in 0 ..< steps {
-            _ = try runner.step([(id: id, count: 1, logits: .last)])
-            if step + 1 < steps { try runner.append(id, token: ids[step + 1]) }
+    /// `steps` steps that each decode one token of `sequences` sequences, after an untimed
+    /// `depth`-token prompt per sequence (from an empty cache when `depth` is 0); returns the time
+    /// of the steps alone.
+    static func generate(_ runner: ModelRunner, steps: Int, sequences: Int, depth: Int, vocab: Int) throws -> Duration {
+        let ids = (0 ..< sequences).map { SequenceID(100 + $0) }
+        let streams = ids.indices.map { tokens(depth + steps, vocab: vocab, seed: 2 + UInt64($0)) }
+        defer { for id in ids { try? runner.free(id) } }
+        for (id, stream) in zip(ids, streams) {
+            try runner.admit(id, prompt: Array(stream[0 ..< max(depth, 1)]))
         }
+        if depth > 0 {
+            // One prefill step per sequence, then each is given its next fixed token to decode.
+            for id in ids { _ = try runner.step([(id: id, count: depth, logits: .none)]) }
+            for (id, stream) in zip(ids, streams) { try runner.append(id, token: stream[depth]) }
+        }
+        let decodes = ids.map { (id: $0, count: 1, logits: LogitsRequest.last) }
+        let clock = ContinuousClock()
+        let start = clock.now
+        for step in 0 ..< steps {
+            _ = try runner.step(decodes)
+            if step + 1 < steps {
+                for (id, stream) in zip(ids, streams) { try runner.append(id, token: stream[depth + 1 + step]) }
+            }
+        }
+        return clock.now - start
     }
 
     /// The process's peak resident set size (Linux reports kilobytes, macOS bytes).

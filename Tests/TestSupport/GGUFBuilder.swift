@@ -99,10 +99,23 @@ public struct GGUFBuilder {
     }
 }
 
-/// Temporary files and folders for tests.
+/// Temporary files and folders for tests, all inside one folder per test process that is removed
+/// when the process exits (a test run used to leave ~150 folders in the temporary directory).
 public enum TemporaryFiles {
+    /// This process's folder, created (and its removal at exit registered) on first use.
+    private static let root: String = {
+        let path = NSTemporaryDirectory() + "pagoda-tests-\(getpid())-" + UUID().uuidString
+        atexit { TemporaryFiles.removeRoot() }
+        return path
+    }()
+
+    private static func removeRoot() {
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// A fresh empty folder.
     public static func folder() throws -> String {
-        let path = NSTemporaryDirectory() + "pagoda-test-" + UUID().uuidString
+        let path = root + "/" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }
