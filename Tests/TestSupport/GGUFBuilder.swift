@@ -102,7 +102,8 @@ public struct GGUFBuilder {
 /// Temporary files and folders for tests, all inside one folder per test process that is removed
 /// when the process exits (a test run used to leave ~150 folders in the temporary directory).
 public enum TemporaryFiles {
-    /// This process's folder, created (and its removal at exit registered) on first use.
+    /// This process's folder: named, and its removal at exit registered, on first use; `folder()`
+    /// creates it with the first subfolder.
     private static let root: String = {
         let path = NSTemporaryDirectory() + "pagoda-tests-\(getpid())-" + UUID().uuidString
         atexit { TemporaryFiles.removeRoot() }
