@@ -344,13 +344,16 @@ public final class InferenceEngine: @unchecked Sendable {
         guard scheduler.hasWork else { return false }
         let plan = try scheduler.schedule()
         guard !plan.items.isEmpty else { return false }
-        let results = try runner.step(plan.items.map { ($0.sequence.id, $0.count, $0.wantsLogits ? .last : .none) })
+        var logits = try runner.stepLogits(plan.items.map { ($0.sequence.id, $0.count, $0.wantsLogits ? .last : .none) })
         var produced = 0
-        for (item, logits) in zip(plan.items, results) where item.wantsLogits {
+        for (index, item) in plan.items.enumerated() where item.wantsLogits {
             let sequence = item.sequence
             guard let state = states[sequence.id] else { continue }
-            var row = logits
-            let sampled = row.withUnsafeMutableBufferPointer { state.sampler.sample($0, history: state.history) }
+            // The sampler works on the row in place (penalties, temperature): each row is sampled once.
+            let rows = logits.rows(of: index)
+            let sampled = logits.values.withUnsafeMutableBufferPointer {
+                state.sampler.sample(UnsafeMutableBufferPointer(rebasing: $0[rows]), history: state.history)
+            }
             let token = sampled.id
             state.history.append(token)
             // The prompt is computed: waiting choices of the same request can now share it.

@@ -65,8 +65,16 @@ public final class ModelRunner: @unchecked Sendable {
 
     /// One model step: for each item, computes the next `count` pending tokens of its sequence.
     /// Returns the requested logits per item. Throws `CacheError.outOfBlocks` (computing nothing)
-    /// when the pool cannot hold the step.
+    /// when the pool cannot hold the step. (Copies every row out of the step's logits; the engine
+    /// uses `stepLogits`, which does not.)
     public func step(_ items: [(id: SequenceID, count: Int, logits: LogitsRequest)]) throws -> [[Float]] {
+        let logits = try stepLogits(items)
+        return items.indices.map { Array(logits.values[logits.rows(of: $0)]) }
+    }
+
+    /// `step`, with the logits of all items in one buffer as the model produced them: item i's rows
+    /// are `values[rows(of: i)]`, `[rows, vocab]`.
+    public func stepLogits(_ items: [(id: SequenceID, count: Int, logits: LogitsRequest)]) throws -> StepLogits {
         let manager = cache.manager
         var starts: [Int] = []
         for item in items {
@@ -119,22 +127,36 @@ public final class ModelRunner: @unchecked Sendable {
             cache: cache)
         computedTokens += batchTokens.count
         for (item, start) in zip(items, starts) {
-            try manager.commit(sequence: item.id, tokens: Array((tokens[item.id] ?? [])[0 ..< start + item.count]))
+            // A decode computes up to the last known token: the array itself, not a copy of it.
+            let all = tokens[item.id] ?? [], end = start + item.count
+            try manager.commit(sequence: item.id, tokens: end == all.count ? all : Array(all[..<end]))
         }
 
-        // Split the logits rows back per item.
-        let vocab = model.config.vocabSize
-        var results: [[Float]] = []
+        // Where each item's rows start.
+        var firstRows: [Int] = []
+        firstRows.reserveCapacity(items.count + 1)
         var row = 0
         for item in items {
+            firstRows.append(row)
             let rows = switch item.logits {
             case .none: 0
             case .last: 1
             case .all: item.count
             }
-            results.append(Array(logits[row * vocab ..< (row + rows) * vocab]))
             row += rows
         }
-        return results
+        firstRows.append(row)
+        return StepLogits(values: logits, vocab: model.config.vocabSize, firstRows: firstRows)
     }
+}
+
+/// The logits of one `ModelRunner.stepLogits`: `values` is `[rows, vocab]` for all items, item i's
+/// rows being `firstRows[i] ..< firstRows[i + 1]`.
+public struct StepLogits: Sendable {
+    public var values: [Float]
+    public let vocab: Int
+    let firstRows: [Int]
+
+    /// The range of `values` holding item `i`'s rows (empty when it asked for none).
+    public func rows(of i: Int) -> Range<Int> { firstRows[i] * vocab ..< firstRows[i + 1] * vocab }
 }
