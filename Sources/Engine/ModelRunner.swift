@@ -97,7 +97,11 @@ public final class ModelRunner: @unchecked Sendable {
 
         var batchTokens: [Int] = [], positions: [Int] = [], logitRows: [Int] = []
         var cuQueryLens = [0], seqLens: [Int] = []
+        // Item i's logits rows are firstRows[i] ..< firstRows[i + 1] of the model's output.
+        var firstRows: [Int] = []
+        firstRows.reserveCapacity(items.count + 1)
         for (item, start) in zip(items, starts) {
+            firstRows.append(logitRows.count)
             let all = tokens[item.id] ?? []
             let first = batchTokens.count
             batchTokens.append(contentsOf: all[start ..< start + item.count])
@@ -110,6 +114,7 @@ public final class ModelRunner: @unchecked Sendable {
             case .all: logitRows.append(contentsOf: first ..< batchTokens.count)
             }
         }
+        firstRows.append(logitRows.count)
         var attention: [RaggedBatch] = []
         for group in manager.groups.indices {
             let tables = try items.map { try manager.blockTable(for: $0.id, group: group) }
@@ -132,20 +137,6 @@ public final class ModelRunner: @unchecked Sendable {
             try manager.commit(sequence: item.id, tokens: end == all.count ? all : Array(all[..<end]))
         }
 
-        // Where each item's rows start.
-        var firstRows: [Int] = []
-        firstRows.reserveCapacity(items.count + 1)
-        var row = 0
-        for item in items {
-            firstRows.append(row)
-            let rows = switch item.logits {
-            case .none: 0
-            case .last: 1
-            case .all: item.count
-            }
-            row += rows
-        }
-        firstRows.append(row)
         return StepLogits(values: logits, vocab: model.config.vocabSize, firstRows: firstRows)
     }
 }
