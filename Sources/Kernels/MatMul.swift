@@ -16,7 +16,7 @@ public enum ActivationPrecision: String, Sendable, CaseIterable {
 ///
 /// Quantized weights are never expanded in memory: each 32-weight chunk is decoded into registers
 /// (`WeightChunkDecoder`, one fused multiply-add per 16 weights) and multiplied there. A decoded
-/// chunk is reused for up to twelve tokens (register blocking), so a prefill step decodes the
+/// chunk is reused for up to eight tokens (register blocking), so a prefill step decodes the
 /// weights once per tile of tokens and a decode step streams them exactly once.
 ///
 /// Every kernel computes a given (row, token) dot product in the same order — one float32
@@ -31,9 +31,9 @@ public enum MatMul {
     /// Rows whose weights stay cache-resident while every token tile of a step passes over them.
     static let rowChunk = 32
     /// Bytes of packed input a token tile's span may take, so it stays in L1 (32 KiB here) while the
-    /// chunk's rows pass over it. On the AVX2 EPYC, 12-token tiles of Q8_0 weights 1536 columns
-    /// wide: 17 GMAC/s per core in one span (72 KiB), 23 in three (24 KiB each); 576 columns (27 KiB)
-    /// gained nothing from splitting.
+    /// chunk's rows pass over it. On the AVX2 EPYC, the former 12-token tiles of Q8_0 weights 1536
+    /// columns wide: 17 GMAC/s per core in one span (72 KiB), 23 in three (24 KiB each); 576 columns
+    /// (27 KiB) gained nothing from splitting.
     static let spanInputBytes = 28 * 1024
 
     /// `output[t, r] = sum_c input[t, c] * weight[r, c]` for `tokens` rows of input
@@ -116,16 +116,6 @@ public enum MatMul {
         var s4 = SIMD4<Float>()
         for i in 0..<4 { s4[i] = s8[i] + s8[i &+ 4] }
         return (s4[0] + s4[2]) + (s4[1] + s4[3])
-    }
-
-    /// Whether prefill (without AVX-512) takes 12-token tiles for weights of decoder `D`: only
-    /// for decoders that need few registers besides the accumulators. pp512 on the AVX2 EPYC,
-    /// 12- against 8-token tiles: Q4_1 +12%, Q8_0 +3%, Q5_0 -7% (the file's layout, whose decoder
-    /// spilled; Q5_0 is now stored packed or as Q8_0). The wide K-quant layouts decode like Q4_1 and
-    /// Q8_0, packed Q5_0 with two shifts per vector.
-    static func takesTwelveTokens<D: WeightChunkDecoder>(_: D.Type) -> Bool {
-        D.self == Q4_0Chunks.self || D.self == Q4_1Chunks.self || D.self == Q8_0Chunks.self
-            || D.self == Q4_0PlanesChunks.self || D.self == Q4_1PlanesChunks.self || D.self == Q4_KWideChunks.self || D.self == Q6_KWideChunks.self || D.self == Q5_0PackedChunks.self
     }
 
     /// Whether the prefill kernels take two rows at a time (2 x 8 tiles of 16-lane accumulators
@@ -217,7 +207,7 @@ private struct ProductList {
 /// accumulators of the chunk's rows wait between spans (`MatMul.spanInputBytes`).
 private struct ColumnSpan {
     /// Accumulators per row in the carry: the widest token tile.
-    static let tileTokens = 12
+    static let tileTokens = 8
     static var slotBytes: Int { tileTokens * MemoryLayout<Product.Accumulator>.stride }
 
     let blocks: Range<Int>
@@ -304,11 +294,13 @@ private struct Product {
         }
     }
 
-    /// Walks, per chunk of rows, tiles of twelve (some types, without AVX-512), eight, four and then
-    /// single tokens. A token tile walks the columns in spans (`MatMul.spanInputBytes`), every row of
-    /// the chunk finishing one span before the next begins, so the tile's inputs for the span stay
-    /// in L1; the accumulators wait in `carry` between spans, exactly as they were, so the sums are
-    /// the same bit for bit as in one pass.
+    /// Walks, per chunk of rows, tiles of eight, four and then single tokens. A token tile walks the
+    /// columns in spans (`MatMul.spanInputBytes`), every row of the chunk finishing one span before
+    /// the next begins, so the tile's inputs for the span stay in L1; the accumulators wait in
+    /// `carry` between spans, exactly as they were, so the sums are the same bit for bit as in one
+    /// pass. (Twelve-token tiles, once faster on AVX2, spilled with the nibble-plane and wide
+    /// decoders: pp512 on the AVX2 EPYC with 8-token tiles instead, best of four alternating runs:
+    /// Q4_1 273 -> 296 tok/s, Q8_0 340 -> 362, Q4_K_M 358 -> 408; BENCHMARKS.md, 2026-12-02.)
     private func work<D: WeightChunkDecoder>(_: D.Type, rows: Range<Int>, carry: UnsafeMutableRawPointer, tile: UnsafeMutablePointer<Float>) {
         let blocks = weight.cols / D.blockElements
         /// Runs `body` for each span of the columns of a `tileTokens`-token tile, in order: as few
@@ -329,15 +321,6 @@ private struct Product {
         while first < rows.upperBound {
             let last = min(rows.upperBound, first + MatMul.rowChunk)
             var t = 0
-            if !MatMul.twoRowTiles && MatMul.takesTwelveTokens(D.self) {
-                while t + 12 <= tokens {
-                    pack(token: t, count: 12, into: tile)
-                    forEachSpan(firstRow: first, tileTokens: 12) { span in
-                        for row in first ..< last { tokens12(D.self, row: row, tile: tile, token: t, span: span) }
-                    }
-                    t += 12
-                }
-            }
             while t + 8 <= tokens {
                 pack(token: t, count: 8, into: tile)
                 forEachSpan(firstRow: first, tileTokens: 8) { span in
@@ -546,51 +529,6 @@ private struct Product {
         finish(b5, span, row: row &+ 1, token: token, 5)
         finish(b6, span, row: row &+ 1, token: token, 6)
         finish(b7, span, row: row &+ 1, token: token, 7)
-    }
-
-    /// One row against the packed tile's 12 tokens (8-lane accumulators only: twelve of them and
-    /// a weight vector fill AVX2's sixteen registers): each chunk is decoded once for twelve
-    /// tokens, a third less decoding per product than the 8-token tile.
-    @inline(__always)
-    func tokens12<D: WeightChunkDecoder>(_: D.Type, row: Int, tile: UnsafePointer<Float>, token: Int, span: ColumnSpan) {
-        let w = weight.rowStart(row), blockStride = weight.blockStride(row)
-        let lanes = Accumulator.scalarCount
-        var a0 = span.initial(row: row, 0), a1 = span.initial(row: row, 1), a2 = span.initial(row: row, 2), a3 = span.initial(row: row, 3), a4 = span.initial(row: row, 4), a5 = span.initial(row: row, 5)
-        var a6 = span.initial(row: row, 6), a7 = span.initial(row: row, 7), a8 = span.initial(row: row, 8), a9 = span.initial(row: row, 9), a10 = span.initial(row: row, 10), a11 = span.initial(row: row, 11)
-        for b in span.blocks {
-            let block = w + b &* blockStride
-            forEachChunk(D.self) { c in
-                let chunk = D.chunk(block, c).fusedWeights(D.self)
-                let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 12)
-                for v in 0 ..< Product.vectorsPerChunk {
-                    let wv = Product.vector(chunk, v), xv = x + v &* (12 &* lanes)
-                    a0 = a0.addingProduct(wv, Product.load(xv + 0 &* lanes))
-                    a1 = a1.addingProduct(wv, Product.load(xv + 1 &* lanes))
-                    a2 = a2.addingProduct(wv, Product.load(xv + 2 &* lanes))
-                    a3 = a3.addingProduct(wv, Product.load(xv + 3 &* lanes))
-                    a4 = a4.addingProduct(wv, Product.load(xv + 4 &* lanes))
-                    a5 = a5.addingProduct(wv, Product.load(xv + 5 &* lanes))
-                    a6 = a6.addingProduct(wv, Product.load(xv + 6 &* lanes))
-                    a7 = a7.addingProduct(wv, Product.load(xv + 7 &* lanes))
-                    a8 = a8.addingProduct(wv, Product.load(xv + 8 &* lanes))
-                    a9 = a9.addingProduct(wv, Product.load(xv + 9 &* lanes))
-                    a10 = a10.addingProduct(wv, Product.load(xv + 10 &* lanes))
-                    a11 = a11.addingProduct(wv, Product.load(xv + 11 &* lanes))
-                }
-            }
-        }
-        finish(a0, span, row: row, token: token, 0)
-        finish(a1, span, row: row, token: token, 1)
-        finish(a2, span, row: row, token: token, 2)
-        finish(a3, span, row: row, token: token, 3)
-        finish(a4, span, row: row, token: token, 4)
-        finish(a5, span, row: row, token: token, 5)
-        finish(a6, span, row: row, token: token, 6)
-        finish(a7, span, row: row, token: token, 7)
-        finish(a8, span, row: row, token: token, 8)
-        finish(a9, span, row: row, token: token, 9)
-        finish(a10, span, row: row, token: token, 10)
-        finish(a11, span, row: row, token: token, 11)
     }
 
     /// One row against the packed tile's 8 tokens: each chunk is decoded once for eight tokens.
