@@ -9,11 +9,12 @@ import Darwin
 public enum AttentionBenchmark {
     /// Times decode steps of `batch` sequences, each with `context` tokens (its new token included),
     /// over one layer of the given shape and `dtype` (blocks shuffled, as after real allocation).
+    /// With `cold`, a 64 MiB read before every timed step pushes the layer out of the caches first.
     /// Returns the median seconds per step, the K/V bytes one step must read
     /// (`batch * context * bytesPerToken`), and the resulting GB/s. Zeros if the shape is invalid.
     public static func decodeThroughput(
         context: Int, batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, blockSize: Int,
-        dtype: KVCacheDType, pool: WorkerPool, repetitions: Int
+        dtype: KVCacheDType, pool: WorkerPool, repetitions: Int, cold: Bool = false
     ) -> (secondsPerStep: Double, kvBytesPerStep: Int, gigabytesPerSecond: Double) {
         guard context > 0, batch > 0, kvHeads > 0, qHeads % kvHeads == 0, headDim > 0, blockSize > 0 else { return (0, 0, 0) }
         let blocksPerSequence = (context + blockSize - 1) / blockSize
@@ -42,8 +43,13 @@ public enum AttentionBenchmark {
         var out = [Float](repeating: 0, count: batch * qHeads * headDim)
         let options = AttentionOptions(scale: 1 / Float(headDim).squareRoot())
 
+        let evictionFloats = cold ? (64 << 20) / 4 : 0
+        let eviction = UnsafeMutablePointer<Float>.allocate(capacity: max(1, evictionFloats))
+        defer { eviction.deallocate() }
+        eviction.initialize(repeating: 1, count: max(1, evictionFloats))
         var times: [Double] = []
         for rep in 0 ..< max(1, repetitions) + 1 {
+            if cold { _ = sum(eviction, count: evictionFloats, pool: pool) }
             let start = now()
             do {
                 try RaggedPagedAttention.forward(q: q, newKeys: newKV, newValues: newKV, out: &out, batch: batchDescription,
@@ -68,28 +74,35 @@ public enum AttentionBenchmark {
         buffer.initialize(repeating: 1, count: count)
         var best = Double.infinity
         var sink: Float = 0
-        let partials = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount)
-        defer { partials.deallocate() }
         for _ in 0 ..< 5 {
             let start = now()
-            let chunks = count / 64
-            pool.parallelFor(chunks) { range, thread in
-                var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-                var p = buffer + range.lowerBound * 64
-                for _ in range {
-                    a0 += Vector.load16(p)
-                    a1 += Vector.load16(p + 16)
-                    a2 += Vector.load16(p + 32)
-                    a3 += Vector.load16(p + 48)
-                    p += 64
-                }
-                partials[thread] = (a0 + a1 + a2 + a3).sum()
-            }
+            sink += sum(buffer, count: count, pool: pool)
             best = min(best, now() - start)
-            sink += partials[0]
         }
         if sink == -1 { print(sink) }  // keeps the sums alive
         return Double(count * 4) / best / 1e9
+    }
+
+    /// A plain parallel sum of `count` floats (a multiple of 64): each thread reads its share once.
+    static func sum(_ buffer: UnsafePointer<Float>, count: Int, pool: WorkerPool) -> Float {
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount)
+        defer { partials.deallocate() }
+        partials.initialize(repeating: 0, count: pool.threadCount)
+        pool.parallelFor(count / 64) { range, thread in
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+            var p = buffer + range.lowerBound * 64
+            for _ in range {
+                a0 += Vector.load16(p)
+                a1 += Vector.load16(p + 16)
+                a2 += Vector.load16(p + 32)
+                a3 += Vector.load16(p + 48)
+                p += 64
+            }
+            partials[thread] += (a0 + a1 + a2 + a3).sum()
+        }
+        var total: Float = 0
+        for t in 0 ..< pool.threadCount { total += partials[t] }
+        return total
     }
 
     static func now() -> Double {

@@ -44,6 +44,9 @@ struct BenchAttention: ParsableCommand {
     @Option(name: .shortAndLong, help: "Timed steps per measurement (the median is reported).")
     var repetitions: Int = 7
 
+    @Flag(help: "Evict the caches before every timed step (a 64 MiB read, not timed), so K/V come from memory as in a model, whose layers' K/V together outgrow the last-level cache.")
+    var cold = false
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -77,9 +80,9 @@ struct BenchAttention: ParsableCommand {
                 for batch in batchList {
                     let r = AttentionBenchmark.decodeThroughput(
                         context: context, batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: headDim,
-                        blockSize: blockSize, dtype: dtype, pool: pool, repetitions: repetitions)
+                        blockSize: blockSize, dtype: dtype, pool: pool, repetitions: repetitions, cold: cold)
                     if json {
-                        rows.append("{\"dtype\": \"\(dtype.rawValue)\", \"context\": \(context), \"batch\": \(batch), \"seconds_per_step\": \(r.secondsPerStep), \"kv_bytes_per_step\": \(r.kvBytesPerStep), \"gb_per_s\": \(r.gigabytesPerSecond)}")
+                        rows.append("{\"dtype\": \"\(dtype.rawValue)\", \"context\": \(context), \"batch\": \(batch), \"cold\": \(cold), \"seconds_per_step\": \(r.secondsPerStep), \"kv_bytes_per_step\": \(r.kvBytesPerStep), \"gb_per_s\": \(r.gigabytesPerSecond)}")
                     } else {
                         print(String(format: "%-5@ %8d %6d %9.3f %8.1f %8.0f%%", dtype.rawValue, context, batch,
                                      r.secondsPerStep * 1000, r.gigabytesPerSecond, 100 * r.gigabytesPerSecond / bandwidth))
