@@ -584,7 +584,9 @@ struct AttentionKernel<E: KVElement> {
 
         let oldMax = state[0]
         let newMax = max(oldMax, treeMax(scores))
-        let correction = expf(oldMax - newMax)
+        // The maximum often stays (later tiles of a long context): then the factor is exactly 1,
+        // as `expf(0)` gives, without the call.
+        let correction = newMax == oldMax ? 1 : expf(oldMax - newMax)
         let p = exp16(scores - SIMD16(repeating: newMax))
         state[0] = newMax
         state[1] = state[1] * correction + treeSum(p)
@@ -778,20 +780,19 @@ func treeSum(_ v: SIMD16<Float>) -> Float {
     return c[0] + c[1]
 }
 
-/// The largest lane of `v` as a fixed tree of selects, which compile to vector max instructions
-/// (`SIMD.max()` and `pointwiseMax` stay scalar or out-of-line calls). NaN-free inputs only.
+/// The largest lane of `v` as a fixed tree of selects (`a > b ? a : b` per lane), written as
+/// whole-vector compares and blends: `SIMD.max()` and `pointwiseMax` stay scalar or out-of-line
+/// calls, and so did a per-lane loop of selects. NaN-free inputs only.
 @inline(__always)
 func treeMax(_ v: SIMD16<Float>) -> Float {
-    var a = SIMD8<Float>()
-    for i in 0..<8 { a[i] = v[i] > v[i &+ 8] ? v[i] : v[i &+ 8] }
-    var b = SIMD4<Float>()
-    for i in 0..<4 { b[i] = a[i] > a[i &+ 4] ? a[i] : a[i &+ 4] }
-    let c = b[0] > b[2] ? b[0] : b[2], d = b[1] > b[3] ? b[1] : b[3]
-    return c > d ? c : d
+    let a = v.highHalf.replacing(with: v.lowHalf, where: v.lowHalf .> v.highHalf)
+    let b = a.highHalf.replacing(with: a.lowHalf, where: a.lowHalf .> a.highHalf)
+    let c = b.highHalf.replacing(with: b.lowHalf, where: b.lowHalf .> b.highHalf)
+    return c[0] > c[1] ? c[0] : c[1]
 }
 
 /// `exp(x)` per lane (Cephes polynomial, ~1 ulp); lanes below -87.3 (masked keys at -inf) give exactly 0.
-@inline(__always)
+@_transparent
 func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let tooSmall = x .< -87.3
     let clamped = x.replacing(with: -87.3, where: tooSmall).replacing(with: 88.3, where: x .> 88.3)
