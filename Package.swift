@@ -51,11 +51,12 @@ let package = Package(
     ],
     targets: [
         .target(name: "HalfConversion"),
+        .target(name: "LaneShuffles"),
         .target(name: "Formats", dependencies: ["HalfConversion"], swiftSettings: numericSettings),
         .target(name: "Tokenizers", dependencies: ["Formats"]),
         .target(name: "Cache"),
         .target(name: "Int8Dot", cSettings: [.unsafeFlags(["-O3"] + hostCPUFlags.filter { $0 != "-Xcc" })]),
-        .target(name: "Kernels", dependencies: ["Formats", "Int8Dot"], swiftSettings: numericSettings),
+        .target(name: "Kernels", dependencies: ["Formats", "Int8Dot", "LaneShuffles"], swiftSettings: numericSettings),
         .target(name: "Models", dependencies: ["Formats", "Kernels", "Cache", "Tokenizers"], swiftSettings: numericSettings),
         .target(name: "Engine", dependencies: ["Models", "Cache", "Tokenizers", "Kernels"]),
         .target(

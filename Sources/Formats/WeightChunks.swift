@@ -643,19 +643,22 @@ public enum Q5_0PackedChunks: WeightChunkDecoder {
     @inlinable @inline(__always)
     public static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk {
         let d = half(block, 64 &+ 2 &* chunk)
-        // Field c moves to the top bits, then sign-extends down.
+        // Fields c (vector 2g) and c + 3 (vector 2g + 1) of group g's eight words, as one
+        // 16-lane vector of the words twice: each half's field moves to the top bits by its own
+        // shift, then all sixteen sign-extend down together (one variable shift, one arithmetic
+        // shift and one conversion per 16 weights; two 8-lane halves took twice the shifts and
+        // conversions, and a lane insert, on AVX-512).
         let lowShift = Int32(truncatingIfNeeded: 25 &- 5 &* chunk), highShift = lowShift &- 15
-        let group0 = block.loadUnaligned(as: SIMD8<Int32>.self)
-        let group1 = block.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int32>.self)
+        let shifts = SIMD16<Int32>(lowHalf: SIMD8(repeating: lowShift), highHalf: SIMD8(repeating: highShift))
         @inline(__always)
-        func field(_ words: SIMD8<Int32>, _ shift: Int32) -> SIMD8<Float> {
-            let q = (words &<< shift) &>> 27
-            var r = SIMD8<Float>()
-            for i in 0..<8 { r[i] = Float(q[i]) }
+        func fields(_ offset: Int) -> SIMD16<Float> {
+            let words = block.loadUnaligned(fromByteOffset: offset, as: SIMD8<Int32>.self)
+            let q = (SIMD16(lowHalf: words, highHalf: words) &<< shifts) &>> 27
+            var r = SIMD16<Float>()
+            for i in 0..<16 { r[i] = Float(q[i]) }
             return r
         }
-        return WeightChunk(SIMD16(lowHalf: field(group0, lowShift), highHalf: field(group0, highShift)),
-                           SIMD16(lowHalf: field(group1, lowShift), highHalf: field(group1, highShift)), scale: d)
+        return WeightChunk(fields(0), fields(32), scale: d)
     }
 
     /// Rewrites `3 * blocks` Q5_0 blocks at `source` as `blocks` blocks of this layout at `destination`.

@@ -1,5 +1,5 @@
-// See Int8Dot.h. Two implementations of the same arithmetic: AVX2 (when the build targets a CPU
-// that has it) and portable C. Either way a (row, token) result depends only on that row and
+// See Int8Dot.h. Two implementations of the same arithmetic: AVX2, using VNNI's vpdpbusd where
+// present (when the build targets a CPU that has them), and portable C. Either way a (row, token) result depends only on that row and
 // that token, never on how many tokens share the call.
 #include "Int8Dot.h"
 
@@ -11,6 +11,15 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define PAGODA_I8_AVX2 1
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+/// 256-bit `vpdpbusd` (AVX512-VNNI with VL, or AVX-VNNI): byte products summed into int32
+/// lanes in one step.
+#define PAGODA_I8_VNNI 1
+#define pagoda_dpbusd _mm256_dpbusd_epi32
+#elif defined(__AVXVNNI__)
+#define PAGODA_I8_VNNI 1
+#define pagoda_dpbusd _mm256_dpbusd_avx_epi32
+#endif
 #endif
 
 static inline float half_to_float(const uint8_t *p) {
@@ -260,10 +269,31 @@ ALWAYS_INLINE __m256i x4(const uint8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/// s16[t] += the pair sums (int16) of the unsigned weight bytes `w` with token t's activation
-/// bytes at `offset` in its row, each lane's 4 bytes broadcast from there.
+/// One block's running products of unsigned weight bytes with signed activation bytes, per lane:
+/// with VNNI (`vpdpbusd`) the int32 sums of each lane's four products; without it the int16 sums
+/// of product pairs (`vpmaddubsw`), widened by `widen_products`. The sums never overflow int16
+/// (pairs of nibble products, or of at most 2 x 127 x 127), so both give the same integers.
+ALWAYS_INLINE __m256i add_products(__m256i acc, __m256i w, __m256i x) {
+#ifdef PAGODA_I8_VNNI
+    return pagoda_dpbusd(acc, w, x);
+#else
+    return _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, x));
+#endif
+}
+
+/// `add_products`' sums as int32 lanes (each the sum of the lane's four byte products).
+ALWAYS_INLINE __m256i widen_products(__m256i acc) {
+#ifdef PAGODA_I8_VNNI
+    return acc;
+#else
+    return _mm256_madd_epi16(acc, _mm256_set1_epi16(1));
+#endif
+}
+
+/// s16[t] = add_products(s16[t], w, ...) with token t's activation bytes at `offset` in its row,
+/// each lane's 4 bytes broadcast from there.
 ALWAYS_INLINE void add_pair_sums(__m256i *s16, size_t tokens, __m256i w, const uint8_t *x, size_t x_stride, size_t offset) {
-    for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, x4(x + t * x_stride + offset)));
+    for (size_t t = 0; t < tokens; t++) s16[t] = add_products(s16[t], w, x4(x + t * x_stride + offset));
 }
 
 /// Bit `bit` of every byte of a Q5_0 fifth-bit plane, moved to bit 4 (the value 16). 16-bit
@@ -291,7 +321,7 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
         dx[t] = row_scales(x + t * x_stride, blocks);
         sx[t] = dx[t] + blocks;
     }
-    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
+    const __m256i low = _mm256_set1_epi8(0x0F);
     __m256 acc[PAGODA_I8_TILE];
     for (size_t t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     for (size_t b = 0; b < blocks; b++) {
@@ -326,7 +356,7 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
                         add_pair_sums(s16, tokens, hi, x, x_stride, 32 * b + 16 + 4 * c);
                     }
                 }
-                for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(s16[t], ones));
+                for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], widen_products(s16[t]));
             }
         } else if (is_signed_byte_type(type)) {
             // Q6_K: chunks 0..3 (elements 0..<16) into `sums`, 4..7 into `high_sums`.
@@ -334,9 +364,16 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
             for (int k = 0; k < 8; k++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k)), aw = _mm256_sign_epi8(w, w);
                 for (size_t t = 0; t < tokens; t++) {
-                    const __m256i pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x4(x + t * x_stride + 32 * b + 4 * k), w));
-                    if (type == PAGODA_I8_Q6_K && k >= 4) high_sums[t] = _mm256_add_epi32(high_sums[t], _mm256_madd_epi16(pairs, ones));
-                    else sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(pairs, ones));
+                    // |w| (unsigned) times x with w's signs: the same products as w times x.
+                    const __m256i signed_x = _mm256_sign_epi8(x4(x + t * x_stride + 32 * b + 4 * k), w);
+#ifdef PAGODA_I8_VNNI
+                    if (type == PAGODA_I8_Q6_K && k >= 4) high_sums[t] = add_products(high_sums[t], aw, signed_x);
+                    else sums[t] = add_products(sums[t], aw, signed_x);
+#else
+                    const __m256i pairs = widen_products(add_products(_mm256_setzero_si256(), aw, signed_x));
+                    if (type == PAGODA_I8_Q6_K && k >= 4) high_sums[t] = _mm256_add_epi32(high_sums[t], pairs);
+                    else sums[t] = _mm256_add_epi32(sums[t], pairs);
+#endif
                 }
             }
         }
