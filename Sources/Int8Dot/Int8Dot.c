@@ -1,6 +1,6 @@
-// See Int8Dot.h. Two implementations of the same arithmetic: AVX2, using VNNI's vpdpbusd where
-// present (when the build targets a CPU that has them), and portable C. Either way a (row, token) result depends only on that row and
-// that token, never on how many tokens share the call.
+// See Int8Dot.h. Two implementations of the same arithmetic: AVX2, with VNNI's vpdpbusd where
+// present (when the build targets a CPU that has them), and portable C. Either way a (row, token)
+// result depends only on that row and that token, never on how many tokens share the call.
 #include "Int8Dot.h"
 
 #define PAGODA_I8_TILE 4

@@ -1,8 +1,9 @@
 // Integer dot products of GGML weight blocks with 8-bit activations (`--activations int8`).
 //
 // The innermost loop of that lossy mode lives in C because it needs the byte multiply-add
-// instructions (AVX2's vpmaddubsw / vpmaddwd), which a Swift SIMD version of the pair
-// multiply-add does not compile to (it gives widening multiplies, vpmulld and shuffles).
+// instructions (AVX2's vpmaddubsw / vpmaddwd, or VNNI's vpdpbusd where the CPU has it), which a
+// Swift SIMD version of the pair multiply-add does not compile to (it gives widening multiplies,
+// vpmulld and shuffles).
 //
 // Activations are quantized per 32 consecutive values, as llama.cpp's Q8_0/Q8_1 do: one row of
 // `cols` floats becomes `cols` int8 values, then `cols / 32` float scales `d` (max |x| / 127), then
