@@ -52,7 +52,7 @@ let package = Package(
     targets: [
         .target(name: "HalfConversion"),
         .target(name: "LaneShuffles"),
-        .target(name: "Formats", dependencies: ["HalfConversion"], swiftSettings: numericSettings),
+        .target(name: "Formats", dependencies: ["HalfConversion", "LaneShuffles"], swiftSettings: numericSettings),
         .target(name: "Tokenizers", dependencies: ["Formats"]),
         .target(name: "Cache"),
         .target(name: "Int8Dot", cSettings: [.unsafeFlags(["-O3"] + hostCPUFlags.filter { $0 != "-Xcc" })]),

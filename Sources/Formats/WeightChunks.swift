@@ -1,4 +1,5 @@
 import HalfConversion
+import LaneShuffles
 
 /// Block decoders that read stored weights 32 elements (one "chunk") at a time into float32
 /// registers, in factored form: `weight = q * scale + offset`, with `q` the small integers of the
@@ -21,6 +22,12 @@ public protocol WeightChunkDecoder {
     static var hasOffset: Bool { get }
     /// Chunk `chunk` (`< blockElements / 32`), weights `[32 * chunk, 32 * chunk + 32)`, of the block at `block`.
     static func chunk(_ block: UnsafeRawPointer, _ chunk: Int) -> WeightChunk
+    /// `chunk(block, c).fusedWeights(Self.self)`, bitwise, by whatever path is fastest for the
+    /// layout (a table lookup for 4- and 5-bit values on AVX-512).
+    static func fusedChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>)
+    /// `fusedChunk` for kernels that reuse each decoded chunk for several tokens, where a decoder
+    /// may prefer a path with fewer shuffles (they compete with the multiply-adds for ports).
+    static func fusedTileChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>)
 }
 
 /// Where a chunk's scale applies.
@@ -39,6 +46,14 @@ extension WeightChunkDecoder {
     public static var chunksPerBlock: Int { blockElements / 32 }
     @inlinable @inline(__always)
     public static var hasOffset: Bool { false }
+    @inlinable @inline(__always)
+    public static func fusedChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        Self.chunk(block, chunk).fusedWeights(Self.self)
+    }
+    @inlinable @inline(__always)
+    public static func fusedTileChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        fusedChunk(block, chunk)
+    }
 }
 
 /// 32 consecutive weights in factored form: `low` holds q of elements 0..<16, `high` of 16..<32.
@@ -474,6 +489,19 @@ public enum NibblePlanes {
                 SIMD16(lowHalf: plane(first &+ 2), highHalf: plane(first &+ 3)))
     }
 
+    /// Chunk `chunk` (< 2) as weights: value q gives `table[q]`, one permute per 16 weights
+    /// (`pagoda_lookup16`). `table` holds the 16 weights the chunk's factors give, computed as
+    /// `fusedWeights` computes each weight (`pagoda_table16_*`), so the result is bitwise the same.
+    @inlinable @inline(__always)
+    public static func lookup(_ block: UnsafeRawPointer, chunk: Int, table: SIMD16<Float>) -> (SIMD16<Float>, SIMD16<Float>) {
+        let words = block.loadUnaligned(as: SIMD8<UInt32>.self)
+        let both = SIMD16(lowHalf: words, highHalf: words)
+        // Planes 4c, 4c + 1 (elements 0..<16 of the chunk), then 4c + 2, 4c + 3, in bits 4v and up.
+        let first = UInt32(truncatingIfNeeded: 16 &* chunk)
+        let lowShifts = SIMD16<UInt32>(lowHalf: SIMD8(repeating: first), highHalf: SIMD8(repeating: first &+ 4))
+        return (pagoda_lookup16(table, both &>> lowShifts), pagoda_lookup16(table, both &>> (lowShifts &+ 8)))
+    }
+
     /// Writes two chunks of small integers in 0...15 (`low`/`high` lanes of each, as K-quant
     /// chunks hold them) as the 64 values at `destination`.
     public static func store(_ first: WeightChunk, _ second: WeightChunk, to destination: UnsafeMutableRawPointer) {
@@ -544,6 +572,13 @@ public enum Q4_0PlanesChunks: WeightChunkDecoder {
         let (low, high) = NibblePlanes.lanes(block, chunk: chunk, minus: 8)
         return WeightChunk(low, high, scale: d)
     }
+    #if PAGODA_AVX512
+    @inlinable @inline(__always)
+    public static func fusedChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        let d = half(block, NibblePlanes.bytes &+ 2 &* chunk)
+        return NibblePlanes.lookup(block, chunk: chunk, table: pagoda_table16_scaled(-8, d))
+    }
+    #endif
 }
 
 /// Q4_1 as the matmul kernels keep it where a row is a multiple of 64 elements (`WeightMatrix`):
@@ -563,6 +598,13 @@ public enum Q4_1PlanesChunks: WeightChunkDecoder {
         let (low, high) = NibblePlanes.lanes(block, chunk: chunk)
         return WeightChunk(low, high, scale: d, offset: m)
     }
+    #if PAGODA_AVX512
+    @inlinable @inline(__always)
+    public static func fusedChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        let (d, m) = halfPair(block, NibblePlanes.bytes &+ 4 &* chunk)
+        return NibblePlanes.lookup(block, chunk: chunk, table: pagoda_table16_fused(d, m))
+    }
+    #endif
 }
 
 /// Q4_K as the matmul kernels keep it (`WeightMatrix`), 48 bytes per 64 elements (two chunks):
@@ -585,6 +627,15 @@ public enum Q4_KWideChunks: WeightChunkDecoder {
         let (low, high) = NibblePlanes.lanes(block, chunk: chunk)
         return WeightChunk(low, high, scale: scale, offset: offset)
     }
+    #if PAGODA_AVX512
+    @inlinable @inline(__always)
+    public static func fusedChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        let factors = NibblePlanes.bytes &+ 8 &* chunk
+        let scale = block.loadUnaligned(fromByteOffset: factors, as: Float.self)
+        let offset = block.loadUnaligned(fromByteOffset: factors &+ 4, as: Float.self)
+        return NibblePlanes.lookup(block, chunk: chunk, table: pagoda_table16_fused(scale, offset))
+    }
+    #endif
 
     /// Rewrites `blocks` Q4_K blocks at `source` as `4 * blocks` blocks of this layout at `destination`.
     public static func widen(_ source: UnsafeRawPointer, blocks: Int, into destination: UnsafeMutableRawPointer) {
@@ -660,6 +711,32 @@ public enum Q5_0PackedChunks: WeightChunkDecoder {
         }
         return WeightChunk(fields(0), fields(32), scale: d)
     }
+    #if PAGODA_AVX512
+    /// Each field's low five bits index a 32-weight table (`pagoda_lookup32`): bits 0...15 stand
+    /// for q - 16 = 0...15, 16...31 for -16...-1, so the first half of the table is `0...15 * d`
+    /// and the second `-16...-1 * d`, each weight the product `fusedWeights` forms. Faster for one
+    /// token (`bench matmul --tokens 1`: 13.5 -> 15.2 GMAC/s), slower in token tiles (42 -> 37),
+    /// where `fusedTileChunk` keeps the shifts and conversions.
+    @inlinable @inline(__always)
+    public static func fusedChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        let d = half(block, 64 &+ 2 &* chunk)
+        let positive = pagoda_table16_scaled(0, d), negative = pagoda_table16_scaled(-16, d)
+        // Fields c (lanes 0..<8) and c + 3 (lanes 8..<16) of a group's words, at bits 5f + 2.
+        let lowShift = UInt32(truncatingIfNeeded: 5 &* chunk &+ 2)
+        let shifts = SIMD16<UInt32>(lowHalf: SIMD8(repeating: lowShift), highHalf: SIMD8(repeating: lowShift &+ 15))
+        @inline(__always)
+        func fields(_ offset: Int) -> SIMD16<Float> {
+            let words = block.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt32>.self)
+            return pagoda_lookup32(positive, negative, SIMD16(lowHalf: words, highHalf: words) &>> shifts)
+        }
+        return (fields(0), fields(32))
+    }
+
+    @inlinable @inline(__always)
+    public static func fusedTileChunk(_ block: UnsafeRawPointer, _ chunk: Int) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        Self.chunk(block, chunk).fusedWeights(Self.self)
+    }
+    #endif
 
     /// Rewrites `3 * blocks` Q5_0 blocks at `source` as `blocks` blocks of this layout at `destination`.
     public static func pack(_ source: UnsafeRawPointer, blocks: Int, into destination: UnsafeMutableRawPointer) {

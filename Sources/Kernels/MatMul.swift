@@ -558,7 +558,7 @@ private struct Product {
         for b in span.blocks {
             let blockV = v0 + b &* vStride, blockU = u0 + b &* uStride
             forEachChunk(D.self) { c in
-                let chunkV = D.chunk(blockV, c).fusedWeights(D.self), chunkU = D.chunk(blockU, c).fusedWeights(D.self)
+                let chunkV = D.fusedTileChunk(blockV, c), chunkU = D.fusedTileChunk(blockU, c)
                 let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 8)
                 for v in 0 ..< Product.vectorsPerChunk {
                     let wv = Product.vector(chunkV, v), wu = Product.vector(chunkU, v), xv = x + v &* (8 &* lanes)
@@ -619,7 +619,7 @@ private struct Product {
         for b in span.blocks {
             let block = w + b &* blockStride
             forEachChunk(D.self) { c in
-                let chunk = D.chunk(block, c).fusedWeights(D.self)
+                let chunk = D.fusedTileChunk(block, c)
                 let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 8)
                 for v in 0 ..< Product.vectorsPerChunk {
                     let wv = Product.vector(chunk, v), xv = x + v &* (8 &* lanes)
@@ -646,7 +646,7 @@ private struct Product {
         for b in span.blocks {
             let block = w + b &* blockStride
             forEachChunk(D.self) { c in
-                let chunk = D.chunk(block, c).fusedWeights(D.self)
+                let chunk = D.fusedTileChunk(block, c)
                 let x = tile + (b &* D.chunksPerBlock &+ c) &* (32 &* 4)
                 for v in 0 ..< Product.vectorsPerChunk {
                     let wv = Product.vector(chunk, v), xv = x + v &* (4 &* lanes)
@@ -681,8 +681,8 @@ private struct Product {
                 // Two rows at a time, their chains interleaved vector by vector: each input
                 // vector serves both, and the out-of-order core always has an independent
                 // multiply-add at hand (BENCHMARKS.md, 2026-12-01 — nibble planes).
-                accumulate(&a0, D.chunk(w0 + offset, c).fusedWeights(D.self), &a1, D.chunk(w1 + offset, c).fusedWeights(D.self), x)
-                accumulate(&a2, D.chunk(w2 + offset, c).fusedWeights(D.self), &a3, D.chunk(w3 + offset, c).fusedWeights(D.self), x)
+                accumulate(&a0, D.fusedChunk(w0 + offset, c), &a1, D.fusedChunk(w1 + offset, c), x)
+                accumulate(&a2, D.fusedChunk(w2 + offset, c), &a3, D.fusedChunk(w3 + offset, c), x)
             }
         }
         UnsafeMutableRawPointer(output + (token &* stride &+ row)).storeBytes(of: Self.sums(a0, a1, a2, a3), as: SIMD4<Float>.self)
@@ -699,7 +699,7 @@ private struct Product {
             let block = w + b &* blockStride
             forEachChunk(D.self) { c in
                 let index: Int = b &* D.chunksPerBlock &+ c
-                accumulate(&a, D.chunk(block, c).fusedWeights(D.self), x0 + index &* 32)
+                accumulate(&a, D.fusedChunk(block, c), x0 + index &* 32)
             }
         }
         store(a, row: row, token: token)
