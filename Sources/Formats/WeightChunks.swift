@@ -5,7 +5,9 @@ import LaneShuffles
 /// registers, in factored form: `weight = q * scale + offset`, with `q` the small integers of the
 /// block (or the float weights themselves), `scale` per chunk or per 16-element half, and `offset`
 /// per chunk. Matrix kernels multiply through them without a dequantized copy, expanding each
-/// chunk with one fused multiply-add per 16 weights (`fusedWeights`); `Dequantize.row` stores
+/// chunk with one fused multiply-add per 16 weights (`fusedWeights`), or, for 4- and 5-bit values
+/// on AVX-512, by looking each weight up in the 16 or 32 its block can hold (`fusedChunk`, the
+/// same values bit for bit); `Dequantize.row` stores
 /// `weights`, which is bit for bit ggml's `dequantize_row_*` (product and sum rounded separately).
 ///
 /// Each decoder is written as per-lane loops over `SIMD16` values, which LLVM turns into vector

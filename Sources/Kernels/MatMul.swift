@@ -16,7 +16,8 @@ public enum ActivationPrecision: String, Sendable, CaseIterable {
 /// Dense products of float32 activations with weight matrices of any stored type.
 ///
 /// Quantized weights are never expanded in memory: each 32-weight chunk is decoded into registers
-/// (`WeightChunkDecoder`, one fused multiply-add per 16 weights) and multiplied there. A decoded
+/// (`WeightChunkDecoder.fusedChunk`: one fused multiply-add per 16 weights, or for 4- and 5-bit
+/// values on AVX-512 one table lookup) and multiplied there. A decoded
 /// chunk is reused for up to eight tokens (register blocking), so a prefill step decodes the
 /// weights once per tile of tokens and a decode step streams them exactly once.
 ///
