@@ -136,8 +136,8 @@ private struct ProductJob: RangeJob {
     let pool: WorkerPool
 
     func run(range: Range<Int>, thread: Int) {
-        var quantized: UnsafeRawPointer?
-        products.work(tiles: range, thread: thread, pool: pool, quantized: &quantized)
+        var prepared = PreparedInput()
+        products.work(tiles: range, thread: thread, pool: pool, prepared: &prepared)
     }
 }
 
@@ -149,11 +149,11 @@ private struct ClaimedProductJob: ParallelJob {
 
     func run(thread: Int) {
         let total = products.totalTiles, chunk = products.claimTiles
-        var quantized: UnsafeRawPointer?
+        var prepared = PreparedInput()
         while true {
             let lower = next.pointee.wrappingAdd(chunk, ordering: .relaxed).oldValue
             if lower >= total { return }
-            products.work(tiles: lower ..< min(total, lower + chunk), thread: thread, pool: pool, quantized: &quantized)
+            products.work(tiles: lower ..< min(total, lower + chunk), thread: thread, pool: pool, prepared: &prepared)
         }
     }
 }
@@ -182,27 +182,42 @@ private struct ProductList {
 
     var totalTiles: Int { first.tiles + (second?.tiles ?? 0) + (third?.tiles ?? 0) }
 
-    /// Tiles per claim of `ClaimedProductJob`: one chunk of float rows (`MatMul.rowChunk`: the
-    /// float kernels pack their input per chunk), or two int8 groups (16 rows) for finer balance.
+    /// Tiles per claim of `ClaimedProductJob`: one chunk of float rows (`MatMul.rowChunk`, whose
+    /// weights stay in cache while every token tile passes), or two int8 groups (16 rows) for
+    /// finer balance.
     var claimTiles: Int { first.weight.int8Activations ? 2 : MatMul.rowChunk / MatMul.rowTile }
 
     /// Computes the tiles `range` of the concatenated products on `thread`. Products of one region
-    /// share their input: a thread quantizes it once (into `quantized`, kept across calls), for all
-    /// the products that want int8 activations (each thread its own copy: no barrier needed, and
-    /// the input is small beside the weights).
-    func work(tiles range: Range<Int>, thread: Int, pool: WorkerPool, quantized: inout UnsafeRawPointer?) {
+    /// share their input: a thread prepares it once (`prepared`, kept across calls) for all its
+    /// claims and products: quantized for those that want int8 activations, packed in token tiles
+    /// for the float kernels (each thread its own copy: no barrier needed, and the input is small
+    /// beside the weights).
+    func work(tiles range: Range<Int>, thread: Int, pool: WorkerPool, prepared: inout PreparedInput) {
         var start = 0
         for index in 0 ..< count {
             let product = self[index]
             let count = product.tiles
             let lower = max(range.lowerBound - start, 0), upper = min(range.upperBound - start, count)
             if lower < upper {
-                if product.weight.int8Activations && quantized == nil { quantized = product.quantizedInput(thread: thread, pool: pool) }
-                product.work(tiles: lower ..< upper, thread: thread, pool: pool, quantized: quantized)
+                if product.weight.int8Activations {
+                    if prepared.quantized == nil { prepared.quantized = product.quantizedInput(thread: thread, pool: pool) }
+                } else if prepared.floats == nil {
+                    prepared.floats = product.packedInput(thread: thread, pool: pool)
+                }
+                product.work(tiles: lower ..< upper, thread: thread, pool: pool, prepared: prepared)
             }
             start += count
         }
     }
+}
+
+/// A thread's copy of a region's input, made at its first claim and used by all its claims: the
+/// int8 blocks (`Product.quantizedInput`) and the float scratch holding the span carry and the
+/// packed token tiles (`Product.packedInput`). Packed per claim of 32 rows instead, the input
+/// tiles were copied again for every claim: ~8% of a Q4_K_M pp512 profile on Zen 4.
+private struct PreparedInput {
+    var quantized: UnsafeRawPointer?
+    var floats: UnsafeMutablePointer<Float>?
 }
 
 /// The columns one call of a token-tile kernel walks (`blocks`, in weight blocks), and where the
@@ -267,43 +282,62 @@ private struct Product {
         return UnsafeRawPointer(buffer)
     }
 
+    /// Tokens the float kernels take in 8- and 4-token tiles (the rest one at a time, unpacked).
+    var packedTokens: Int { tokens / 8 * 8 + (tokens % 8 >= 4 ? 4 : 0) }
+
+    /// The thread's float scratch for this input, `[carry | packed tiles | one row]`: the span
+    /// carry (`ColumnSpan.carryFloats`), every token tile of `work` packed (`pack`; the tile of
+    /// token t at `t * cols` floats), then room for one row of `workDequantized`.
+    func packedInput(thread: Int, pool: WorkerPool) -> UnsafeMutablePointer<Float> {
+        let cols = weight.cols
+        let scratch = pool.scratch(thread: thread, count: ColumnSpan.carryFloats + (packedTokens + 1) * cols)
+        let tiles = scratch + ColumnSpan.carryFloats
+        var t = 0
+        while t + 8 <= tokens {
+            pack(token: t, count: 8, into: tiles + t * cols)
+            t += 8
+        }
+        if t + 4 <= tokens { pack(token: t, count: 4, into: tiles + t * cols) }
+        return scratch
+    }
+
     /// Computes the rows of tiles `tiles` (four rows each) for every token.
-    func work(tiles: Range<Int>, thread: Int, pool: WorkerPool, quantized: UnsafeRawPointer?) {
-        if weight.int8Activations, let quantized {
+    func work(tiles: Range<Int>, thread: Int, pool: WorkerPool, prepared: PreparedInput) {
+        if weight.int8Activations, let quantized = prepared.quantized {
             workInt8(groups: tiles, quantized: quantized.assumingMemoryBound(to: UInt8.self))
             return
         }
         let rows = tiles.lowerBound * MatMul.rowTile ..< min(weight.rows, tiles.upperBound * MatMul.rowTile)
-        // The thread's float scratch: the span carry, then the packed input tile.
-        let scratch = pool.scratch(thread: thread, count: ColumnSpan.carryFloats + ColumnSpan.tileTokens * weight.cols)
+        let scratch = prepared.floats ?? packedInput(thread: thread, pool: pool)
         let carry = UnsafeMutableRawPointer(scratch), tile = scratch + ColumnSpan.carryFloats
         switch weight.type {
-        case .f32 where weight.cols % 32 == 0: work(F32Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .f16 where weight.cols % 32 == 0: work(F16Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .bf16 where weight.cols % 32 == 0: work(BF16Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .q4_0 where weight.nibblePlanes: work(Q4_0PlanesChunks.self, rows: rows, carry: carry, tile: tile)
-        case .q4_0: work(Q4_0Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .q4_1 where weight.nibblePlanes: work(Q4_1PlanesChunks.self, rows: rows, carry: carry, tile: tile)
-        case .q4_1: work(Q4_1Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .q5_0: work(Q5_0PackedChunks.self, rows: rows, carry: carry, tile: tile)  // stored packed (WeightMatrix)
-        case .q5_1: work(Q5_1Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .q8_0: work(Q8_0Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .mxfp4: work(MXFP4Chunks.self, rows: rows, carry: carry, tile: tile)
-        case .q4_K: work(Q4_KWideChunks.self, rows: rows, carry: carry, tile: tile)  // stored wide (WeightMatrix)
-        case .q5_K: work(Q5_KChunks.self, rows: rows, carry: carry, tile: tile)
-        case .q6_K: work(Q6_KWideChunks.self, rows: rows, carry: carry, tile: tile)  // stored wide (WeightMatrix)
-        default: workDequantized(rows: rows, scratch: pool.scratch(thread: thread, count: weight.cols))
+        case .f32 where weight.cols % 32 == 0: work(F32Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .f16 where weight.cols % 32 == 0: work(F16Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .bf16 where weight.cols % 32 == 0: work(BF16Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q4_0 where weight.nibblePlanes: work(Q4_0PlanesChunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q4_0: work(Q4_0Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q4_1 where weight.nibblePlanes: work(Q4_1PlanesChunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q4_1: work(Q4_1Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q5_0: work(Q5_0PackedChunks.self, rows: rows, carry: carry, tiles: tile)  // stored packed (WeightMatrix)
+        case .q5_1: work(Q5_1Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q8_0: work(Q8_0Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .mxfp4: work(MXFP4Chunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q4_K: work(Q4_KWideChunks.self, rows: rows, carry: carry, tiles: tile)  // stored wide (WeightMatrix)
+        case .q5_K: work(Q5_KChunks.self, rows: rows, carry: carry, tiles: tile)
+        case .q6_K: work(Q6_KWideChunks.self, rows: rows, carry: carry, tiles: tile)  // stored wide (WeightMatrix)
+        default: workDequantized(rows: rows, scratch: tile + packedTokens * weight.cols)
         }
     }
 
-    /// Walks, per chunk of rows, tiles of eight, four and then single tokens. A token tile walks the
+    /// Walks, per chunk of rows, tiles of eight, four and then single tokens (`tiles`: the input
+    /// as `packedInput` packed it, the tile of token t at `t * cols` floats). A token tile walks the
     /// columns in spans (`MatMul.spanInputBytes`), every row of the chunk finishing one span before
     /// the next begins, so the tile's inputs for the span stay in L1; the accumulators wait in
     /// `carry` between spans, exactly as they were, so the sums are the same bit for bit as in one
     /// pass. (Twelve-token tiles, once faster on AVX2, spilled with the nibble-plane and wide
     /// decoders: pp512 on the AVX2 EPYC with 8-token tiles instead, best of four alternating runs:
     /// Q4_1 273 -> 296 tok/s, Q8_0 340 -> 362, Q4_K_M 358 -> 408; BENCHMARKS.md, 2026-12-02.)
-    private func work<D: WeightChunkDecoder>(_: D.Type, rows: Range<Int>, carry: UnsafeMutableRawPointer, tile: UnsafeMutablePointer<Float>) {
+    private func work<D: WeightChunkDecoder>(_: D.Type, rows: Range<Int>, carry: UnsafeMutableRawPointer, tiles: UnsafeMutablePointer<Float>) {
         let blocks = weight.cols / D.blockElements
         /// Runs `body` for each span of the columns of a `tileTokens`-token tile, in order: as few
         /// spans as fit `spanInputBytes`, of equal numbers of blocks.
@@ -324,7 +358,7 @@ private struct Product {
             let last = min(rows.upperBound, first + MatMul.rowChunk)
             var t = 0
             while t + 8 <= tokens {
-                pack(token: t, count: 8, into: tile)
+                let tile = tiles + t * weight.cols
                 forEachSpan(firstRow: first, tileTokens: 8) { span in
                     var row = first
                     if MatMul.twoRowTiles {
@@ -341,7 +375,7 @@ private struct Product {
                 t += 8
             }
             if t + 4 <= tokens {
-                pack(token: t, count: 4, into: tile)
+                let tile = tiles + t * weight.cols
                 forEachSpan(firstRow: first, tileTokens: 4) { span in
                     for row in first ..< last { tokens4(D.self, row: row, tile: tile, token: t, span: span) }
                 }
