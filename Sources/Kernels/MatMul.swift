@@ -271,6 +271,22 @@ private struct ColumnSpan {
     @inline(__always)
     func slot(_ row: Int) -> UnsafeMutableRawPointer { carry + (row &- firstRow) &* ColumnSpan.slotBytes }
 
+    /// Leaves token `index`'s accumulator for `row` in the carry for the next span.
+    @inline(__always)
+    func keep(_ acc: Product.Accumulator, row: Int, index: Int) {
+        slot(row).storeBytes(of: acc, toByteOffset: index &* MemoryLayout<Product.Accumulator>.stride, as: Product.Accumulator.self)
+    }
+
+    /// `keep` of four accumulators, tokens `first ..< first + 4`.
+    @inline(__always)
+    func keep(_ a0: Product.Accumulator, _ a1: Product.Accumulator, _ a2: Product.Accumulator, _ a3: Product.Accumulator,
+              row: Int, from first: Int) {
+        keep(a0, row: row, index: first)
+        keep(a1, row: row, index: first &+ 1)
+        keep(a2, row: row, index: first &+ 2)
+        keep(a3, row: row, index: first &+ 3)
+    }
+
     /// Token `index`'s accumulator for `row` at the start of the span.
     @inline(__always)
     func initial(row: Int, _ index: Int) -> Product.Accumulator {
@@ -575,14 +591,8 @@ private struct Product {
                 _ a4: Accumulator, _ a5: Accumulator, _ a6: Accumulator, _ a7: Accumulator,
                 _ span: ColumnSpan, row: Int, token: Int) {
         guard span.finishes else {
-            finish(a0, span, row: row, token: token, 0)
-            finish(a1, span, row: row, token: token, 1)
-            finish(a2, span, row: row, token: token, 2)
-            finish(a3, span, row: row, token: token, 3)
-            finish(a4, span, row: row, token: token, 4)
-            finish(a5, span, row: row, token: token, 5)
-            finish(a6, span, row: row, token: token, 6)
-            finish(a7, span, row: row, token: token, 7)
+            span.keep(a0, a1, a2, a3, row: row, from: 0)
+            span.keep(a4, a5, a6, a7, row: row, from: 4)
             return
         }
         let s = Self.sums(a0, a1, a2, a3, a4, a5, a6, a7)
@@ -594,10 +604,7 @@ private struct Product {
     func finish(_ a0: Accumulator, _ a1: Accumulator, _ a2: Accumulator, _ a3: Accumulator,
                 _ span: ColumnSpan, row: Int, token: Int) {
         guard span.finishes else {
-            finish(a0, span, row: row, token: token, 0)
-            finish(a1, span, row: row, token: token, 1)
-            finish(a2, span, row: row, token: token, 2)
-            finish(a3, span, row: row, token: token, 3)
+            span.keep(a0, a1, a2, a3, row: row, from: 0)
             return
         }
         let s = Self.sums(a0, a1, a2, a3)
@@ -611,7 +618,7 @@ private struct Product {
         if span.finishes {
             store(acc, row: row, token: token &+ index)
         } else {
-            span.slot(row).storeBytes(of: acc, toByteOffset: index &* MemoryLayout<Accumulator>.stride, as: Accumulator.self)
+            span.keep(acc, row: row, index: index)
         }
     }
 
