@@ -22,6 +22,14 @@
 #endif
 #endif
 
+#ifdef PAGODA_I8_VNNI
+/// Signed weights (Q8_0, Q6_K) are packed plus a bias (`signed_bias`) so that `vpdpbusd` takes
+/// them as its unsigned operand directly; each block's sums then start from the activation row's
+/// `-bias * sum(q)` terms. Without VNNI the pair sums of `vpmaddubsw` could saturate on biased
+/// bytes (2 x 255 x 127), so there the weights stay signed and take `vpsignb` instead.
+#define PAGODA_I8_BIASED_SIGNED 1
+#endif
+
 static inline float half_to_float(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
@@ -50,6 +58,10 @@ static inline float half_to_float(const uint8_t *p) {
 
 static inline const float *row_scales(const uint8_t *row, size_t blocks) { return (const float *)(row + 32 * blocks); }
 
+/// A quantized row's int32 terms after its scales and sums: `-128 * sum(q)` of each block, then
+/// `-32 * sum` of each block's elements 0..<16, then of its elements 16..<32.
+static inline __attribute__((unused)) const int32_t *row_bias_terms(const uint8_t *row, size_t blocks) { return (const int32_t *)(row + 40 * blocks); }
+
 // MARK: quantization
 
 void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t cols, uint8_t *out) {
@@ -58,6 +70,7 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
         const float *in = x + t * x_stride;
         int8_t *q = (int8_t *)(out + t * row_bytes);
         float *d = (float *)(out + t * row_bytes + cols), *s = d + blocks;
+        int32_t *all_terms = (int32_t *)(s + blocks), *low_terms = all_terms + blocks, *high_terms = low_terms + blocks;
         for (size_t b = 0; b < blocks; b++) {
             const float *v = in + 32 * b;
             float amax = 0;
@@ -75,18 +88,21 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
             for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
 #endif
             const float scale = amax / 127.0f, inverse = amax != 0 ? 127.0f / amax : 0.0f;
-            int sum = 0;
+            int low_sum = 0, high_sum = 0;
 #ifdef PAGODA_I8_AVX2
             const __m256 mul = _mm256_set1_ps(inverse);
             __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v + 8), mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v + 16), mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v + 24), mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            __m256i total = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
-            __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
-            t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
-            t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
-            sum = _mm_cvtsi128_si32(t4);
+            // Elements 0..<16 and 16..<32 summed side by side: the low half's sums in the low
+            // 128-bit lane of `halves`, the high half's in its high lane.
+            const __m256i low = _mm256_add_epi32(i0, i1), high = _mm256_add_epi32(i2, i3);
+            __m256i halves = _mm256_add_epi32(_mm256_permute2x128_si256(low, high, 0x20), _mm256_permute2x128_si256(low, high, 0x31));
+            halves = _mm256_add_epi32(halves, _mm256_shuffle_epi32(halves, 0x4E));
+            halves = _mm256_add_epi32(halves, _mm256_shuffle_epi32(halves, 0xB1));
+            low_sum = _mm256_cvtsi256_si32(halves);
+            high_sum = _mm_cvtsi128_si32(_mm256_extracti128_si256(halves, 1));
             // Pack to bytes; the packs work within 128-bit lanes, so restore the order after.
             __m256i w01 = _mm256_packs_epi32(i0, i1), w23 = _mm256_packs_epi32(i2, i3);
             __m256i bytes = _mm256_packs_epi16(w01, w23);
@@ -96,11 +112,15 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
             for (int i = 0; i < 32; i++) {
                 const int value = (int)nearbyintf(v[i] * inverse);
                 q[32 * b + i] = (int8_t)value;
-                sum += value;
+                if (i < 16) low_sum += value; else high_sum += value;
             }
 #endif
+            const int sum = low_sum + high_sum;
             d[b] = scale;
             s[b] = scale * (float)sum;
+            all_terms[b] = -128 * sum;
+            low_terms[b] = -32 * low_sum;
+            high_terms[b] = -32 * high_sum;
         }
     }
 }
@@ -116,6 +136,16 @@ static inline int is_nibble_type(int type) {
 static inline int has_float_factors(int type) { return type == PAGODA_I8_Q4_K || type == PAGODA_I8_Q6_K; }
 /// Signed 8-bit weights (Q8_0, and Q6_K's q - 32).
 static inline int is_signed_byte_type(int type) { return type == PAGODA_I8_Q8_0 || type == PAGODA_I8_Q6_K; }
+
+/// What a signed weight type's packed bytes add to its values (see PAGODA_I8_BIASED_SIGNED).
+static inline int signed_bias(int type) {
+#ifdef PAGODA_I8_BIASED_SIGNED
+    return type == PAGODA_I8_Q8_0 ? 128 : type == PAGODA_I8_Q6_K ? 32 : 0;
+#else
+    (void)type;
+    return 0;
+#endif
+}
 
 /// Bytes of the factors before a packed group block's quants.
 static inline size_t factor_bytes(int type) { return has_float_factors(type) ? 64 : has_offset(type) ? 32 : 16; }
@@ -189,6 +219,7 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
             } else {
                 uint8_t q[32];
                 if (type == PAGODA_I8_Q5_1) q5_1_values(block, q); else memcpy(q, block + stored, 32);
+                for (int j = 0; j < 32; j++) q[j] = (uint8_t)(q[j] + signed_bias(type));  // wraps: int8 + bias
                 for (int k = 0; k < 8; k++) memcpy(quants + 32 * k + 4 * r, q + 4 * k, 4);
             }
         }
@@ -206,7 +237,7 @@ static inline int packed_weight(int type, const uint8_t *quants, size_t r, int j
         return nibble | ((quants[128 + 4 * r + (j & 3)] >> (2 * c + (j >= 16))) & 1) << 4;
     }
     const uint8_t byte = quants[32 * (j >> 2) + 4 * r + (j & 3)];
-    return is_signed_byte_type(type) ? (int)(int8_t)byte : (int)byte;
+    return is_signed_byte_type(type) ? (signed_bias(type) ? (int)byte - signed_bias(type) : (int)(int8_t)byte) : (int)byte;
 }
 
 /// Lane r's scale `d` of a packed group block (Q6_K: of elements 0..<16).
@@ -317,9 +348,11 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
                              const uint8_t *x, size_t x_stride, float *out, size_t out_stride, size_t rows) {
     const size_t block_bytes = pagoda_i8_group_block_bytes(type), scales = factor_bytes(type);
     const float *dx[PAGODA_I8_TILE], *sx[PAGODA_I8_TILE];
+    const int32_t *terms[PAGODA_I8_TILE];
     for (size_t t = 0; t < tokens; t++) {
         dx[t] = row_scales(x + t * x_stride, blocks);
         sx[t] = dx[t] + blocks;
+        terms[t] = row_bias_terms(x + t * x_stride, blocks);
     }
     const __m256i low = _mm256_set1_epi8(0x0F);
     __m256 acc[PAGODA_I8_TILE];
@@ -360,22 +393,35 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
             }
         } else if (is_signed_byte_type(type)) {
             // Q6_K: chunks 0..3 (elements 0..<16) into `sums`, 4..7 into `high_sums`.
+#ifdef PAGODA_I8_BIASED_SIGNED
+            // Biased bytes (w + bias): the sums start from the token's -bias * sum(x) terms.
+            for (size_t t = 0; t < tokens; t++) {
+                if (type == PAGODA_I8_Q6_K) {
+                    sums[t] = _mm256_set1_epi32(terms[t][blocks + b]);
+                    high_sums[t] = _mm256_set1_epi32(terms[t][2 * blocks + b]);
+                } else {
+                    sums[t] = _mm256_set1_epi32(terms[t][b]);
+                }
+            }
+            for (int k = 0; k < 8; k++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k));
+                if (type == PAGODA_I8_Q6_K && k >= 4) add_pair_sums(high_sums, tokens, w, x, x_stride, 32 * b + 4 * k);
+                else add_pair_sums(sums, tokens, w, x, x_stride, 32 * b + 4 * k);
+            }
+#else
             for (size_t t = 0; t < tokens; t++) sums[t] = high_sums[t] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k)), aw = _mm256_sign_epi8(w, w);
                 for (size_t t = 0; t < tokens; t++) {
                     // |w| (unsigned) times x with w's signs: the same products as w times x.
+                    // (Without VNNI, so `vpmaddubsw` pair sums, widened per chunk.)
                     const __m256i signed_x = _mm256_sign_epi8(x4(x + t * x_stride + 32 * b + 4 * k), w);
-#ifdef PAGODA_I8_VNNI
-                    if (type == PAGODA_I8_Q6_K && k >= 4) high_sums[t] = add_products(high_sums[t], aw, signed_x);
-                    else sums[t] = add_products(sums[t], aw, signed_x);
-#else
                     const __m256i pairs = widen_products(add_products(_mm256_setzero_si256(), aw, signed_x));
                     if (type == PAGODA_I8_Q6_K && k >= 4) high_sums[t] = _mm256_add_epi32(high_sums[t], pairs);
                     else sums[t] = _mm256_add_epi32(sums[t], pairs);
-#endif
                 }
             }
+#endif
         }
         // The offsets, or Q6_K's second-half scales.
         __m256 second = _mm256_setzero_ps();

@@ -7,7 +7,11 @@
 //
 // Activations are quantized per 32 consecutive values, as llama.cpp's Q8_0/Q8_1 do: one row of
 // `cols` floats becomes `cols` int8 values, then `cols / 32` float scales `d` (max |x| / 127), then
-// `cols / 32` floats `s = d * sum(q)` (used by the weight types with an offset, Q4_1 and Q5_1).
+// `cols / 32` floats `s = d * sum(q)` (used by the weight types with an offset, Q4_1 and Q5_1),
+// then three int32 per block: `-128 * sum(q)`, `-32 * sum(q[0..<16])`, `-32 * sum(q[16..<32])`.
+// Where VNNI's `vpdpbusd` (unsigned weight bytes times signed activation bytes) is used, the signed
+// weight types are packed plus a bias (Q8_0 + 128, Q6_K's q - 32 + 32) and a block's integer sums
+// start from those terms instead of zero, which gives exactly the signed products.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -31,7 +35,7 @@ enum {
 };
 
 /// Bytes one quantized row of `cols` values takes (`cols` a multiple of 32).
-static inline size_t pagoda_i8_row_bytes(size_t cols) { return cols + 8 * (cols / 32); }
+static inline size_t pagoda_i8_row_bytes(size_t cols) { return cols + 20 * (cols / 32); }
 
 /// Quantizes `tokens` rows of `cols` floats (`x`, rows `x_stride` floats apart) into `out`
 /// (rows `pagoda_i8_row_bytes(cols)` bytes apart). Round to nearest, ties to even.
@@ -47,7 +51,8 @@ void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t c
 /// lane r (bytes 4r..4r+3) is stored bytes 4c..4c+3 of row r (elements 4c.. in the low nibbles,
 /// 16+4c.. in the high ones), and for Q5_0 then 32 bytes of fifth bits (bit 2c of byte 4r + i:
 /// element 4c + i of row r; bit 2c + 1: element 16 + 4c + i); for Q5_1 (unpacked to 0...31), Q8_0
-/// and Q6_K eight chunks whose lane r is row r's weights 4k..4k+3. The sizes equal 8 stored
+/// and Q6_K eight chunks whose lane r is row r's weights 4k..4k+3 (Q8_0 and Q6_K plus their bias
+/// where the build has VNNI; see the row layout above). The sizes equal 8 stored
 /// blocks, so packing costs no memory.
 size_t pagoda_i8_group_block_bytes(int type);
 
