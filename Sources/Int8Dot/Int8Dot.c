@@ -147,8 +147,14 @@ static inline int signed_bias(int type) {
 #endif
 }
 
-/// Bytes of the factors before a packed group block's quants.
-static inline size_t factor_bytes(int type) { return has_float_factors(type) ? 64 : has_offset(type) ? 32 : 16; }
+/// Bytes of one chunk of a packed group block: 4 weights (bytes or nibble pairs) per row.
+#define CHUNK_BYTES (4 * PAGODA_I8_GROUP)
+
+/// Bytes of the factors before a packed group block's quants: a float16 or float32 per row, two
+/// of them for the types with an offset or a second scale.
+static inline size_t factor_bytes(int type) {
+    return has_float_factors(type) ? 8 * PAGODA_I8_GROUP : has_offset(type) ? 4 * PAGODA_I8_GROUP : 2 * PAGODA_I8_GROUP;
+}
 
 /// Bytes before the quants in one stored (source) block.
 static inline size_t stored_factor_bytes(int type) {
@@ -161,15 +167,13 @@ static inline size_t stored_factor_bytes(int type) {
     }
 }
 
+size_t pagoda_i8_group_rows(void) { return PAGODA_I8_GROUP; }
+
 size_t pagoda_i8_group_block_bytes(int type) {
     switch (type) {
-    case PAGODA_I8_Q4_0: return 16 + 128;
-    case PAGODA_I8_Q4_1: return 32 + 128;
-    case PAGODA_I8_Q5_0: return 16 + 128 + 32;
-    case PAGODA_I8_Q5_1: return 32 + 256;
-    case PAGODA_I8_Q8_0: return 16 + 256;
-    case PAGODA_I8_Q4_K: return 64 + 128;
-    case PAGODA_I8_Q6_K: return 64 + 256;
+    case PAGODA_I8_Q4_0: case PAGODA_I8_Q4_1: case PAGODA_I8_Q4_K: return factor_bytes(type) + 4 * CHUNK_BYTES;
+    case PAGODA_I8_Q5_0: return factor_bytes(type) + 5 * CHUNK_BYTES;  // nibbles, then the fifth bits
+    case PAGODA_I8_Q5_1: case PAGODA_I8_Q8_0: case PAGODA_I8_Q6_K: return factor_bytes(type) + 8 * CHUNK_BYTES;
     default: return 0;
     }
 }
@@ -197,22 +201,22 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
             const uint8_t *block = rows[r] + b * block_strides[r];
             if (has_float_factors(type)) {
                 memcpy(group + 4 * r, block, 4);            // scale (Q6_K: of elements 0..<16)
-                memcpy(group + 32 + 4 * r, block + 4, 4);   // offset (Q6_K: scale of 16..<32)
+                memcpy(group + 4 * PAGODA_I8_GROUP + 4 * r, block + 4, 4);   // offset (Q6_K: scale of 16..<32)
             } else {
                 memcpy(group + 2 * r, block, 2);                              // d
-                if (has_offset(type)) memcpy(group + 16 + 2 * r, block + 2, 2);  // m
+                if (has_offset(type)) memcpy(group + 2 * PAGODA_I8_GROUP + 2 * r, block + 2, 2);  // m
             }
             uint8_t *quants = group + scales;
             if (is_nibble_type(type)) {
                 const uint8_t *qs = block + stored;
-                for (int c = 0; c < 4; c++) memcpy(quants + 32 * c + 4 * r, qs + 4 * c, 4);
+                for (int c = 0; c < 4; c++) memcpy(quants + CHUNK_BYTES * c + 4 * r, qs + 4 * c, 4);
                 if (type == PAGODA_I8_Q5_0) {
                     uint32_t qh;
                     memcpy(&qh, block + 2, 4);
                     for (int c = 0; c < 4; c++) {
                         for (int i = 0; i < 4; i++) {
                             const uint32_t low = (qh >> (4 * c + i)) & 1, high = (qh >> (16 + 4 * c + i)) & 1;
-                            quants[128 + 4 * r + i] |= (uint8_t)(low << (2 * c) | high << (2 * c + 1));
+                            quants[4 * CHUNK_BYTES + 4 * r + i] |= (uint8_t)(low << (2 * c) | high << (2 * c + 1));
                         }
                     }
                 }
@@ -220,7 +224,7 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
                 uint8_t q[32];
                 if (type == PAGODA_I8_Q5_1) q5_1_values(block, q); else memcpy(q, block + stored, 32);
                 for (int j = 0; j < 32; j++) q[j] = (uint8_t)(q[j] + signed_bias(type));  // wraps: int8 + bias
-                for (int k = 0; k < 8; k++) memcpy(quants + 32 * k + 4 * r, q + 4 * k, 4);
+                for (int k = 0; k < 8; k++) memcpy(quants + CHUNK_BYTES * k + 4 * r, q + 4 * k, 4);
             }
         }
     }
@@ -231,12 +235,12 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
 static inline int packed_weight(int type, const uint8_t *quants, size_t r, int j) {
     if (is_nibble_type(type)) {
         const int c = (j & 15) >> 2;
-        const uint8_t byte = quants[32 * c + 4 * r + (j & 3)];
+        const uint8_t byte = quants[CHUNK_BYTES * c + 4 * r + (j & 3)];
         const int nibble = j < 16 ? (byte & 15) : (byte >> 4);
         if (type != PAGODA_I8_Q5_0) return nibble;
-        return nibble | ((quants[128 + 4 * r + (j & 3)] >> (2 * c + (j >= 16))) & 1) << 4;
+        return nibble | ((quants[4 * CHUNK_BYTES + 4 * r + (j & 3)] >> (2 * c + (j >= 16))) & 1) << 4;
     }
-    const uint8_t byte = quants[32 * (j >> 2) + 4 * r + (j & 3)];
+    const uint8_t byte = quants[CHUNK_BYTES * (j >> 2) + 4 * r + (j & 3)];
     return is_signed_byte_type(type) ? (signed_bias(type) ? (int)byte - signed_bias(type) : (int)(int8_t)byte) : (int)byte;
 }
 
@@ -252,10 +256,10 @@ static inline float packed_scale(int type, const uint8_t *group, size_t r) {
 static inline float packed_second_factor(int type, const uint8_t *group, size_t r) {
     if (has_float_factors(type)) {
         float f;
-        memcpy(&f, group + 32 + 4 * r, 4);
+        memcpy(&f, group + 4 * PAGODA_I8_GROUP + 4 * r, 4);
         return f;
     }
-    return has_offset(type) ? half_to_float(group + 16 + 2 * r) : 0;
+    return has_offset(type) ? half_to_float(group + 2 * PAGODA_I8_GROUP + 2 * r) : 0;
 }
 
 void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, size_t lane, float *out) {
@@ -293,19 +297,66 @@ void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, si
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+// One packed group's lanes as vectors: 16 x 32-bit (zmm) where the group is 16 rows (AVX-512
+// with VNNI), else 8 (ymm). `lanes_i` holds each lane's four weight or activation bytes or its
+// int32 sum, `lanes_f` its float.
+#if PAGODA_I8_GROUP == 16
+typedef __m512i lanes_i;
+typedef __m512 lanes_f;
+#define li_load(p) _mm512_loadu_si512((const void *)(p))
+#define li_set1_32 _mm512_set1_epi32
+#define li_set1_8 _mm512_set1_epi8
+#define li_zero _mm512_setzero_si512
+#define li_and _mm512_and_si512
+#define li_or _mm512_or_si512
+#define li_srli16 _mm512_srli_epi16
+#define li_slli16 _mm512_slli_epi16
+#define li_add32 _mm512_add_epi32
+#define lf_zero _mm512_setzero_ps
+#define lf_load _mm512_loadu_ps
+#define lf_halves(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define lf_set1 _mm512_set1_ps
+#define lf_mul _mm512_mul_ps
+#define lf_fma _mm512_fmadd_ps
+#define lf_from_int _mm512_cvtepi32_ps
+#define lf_store _mm512_storeu_ps
+#else
+typedef __m256i lanes_i;
+typedef __m256 lanes_f;
+#define li_load(p) _mm256_loadu_si256((const __m256i *)(p))
+#define li_set1_32 _mm256_set1_epi32
+#define li_set1_8 _mm256_set1_epi8
+#define li_zero _mm256_setzero_si256
+#define li_and _mm256_and_si256
+#define li_or _mm256_or_si256
+#define li_srli16 _mm256_srli_epi16
+#define li_slli16 _mm256_slli_epi16
+#define li_add32 _mm256_add_epi32
+#define lf_zero _mm256_setzero_ps
+#define lf_load _mm256_loadu_ps
+#define lf_halves(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define lf_set1 _mm256_set1_ps
+#define lf_mul _mm256_mul_ps
+#define lf_fma _mm256_fmadd_ps
+#define lf_from_int _mm256_cvtepi32_ps
+#define lf_store _mm256_storeu_ps
+#endif
+
 /// The broadcast 4 activation bytes at `p`.
-ALWAYS_INLINE __m256i x4(const uint8_t *p) {
+ALWAYS_INLINE lanes_i x4(const uint8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
+    return li_set1_32(v);
 }
 
 /// One block's running products of unsigned weight bytes with signed activation bytes, per lane:
 /// with VNNI (`vpdpbusd`) the int32 sums of each lane's four products; without it the int16 sums
 /// of product pairs (`vpmaddubsw`), widened by `widen_products`. The sums never overflow int16
 /// (pairs of nibble products, or of at most 2 x 127 x 127), so both give the same integers.
-ALWAYS_INLINE __m256i add_products(__m256i acc, __m256i w, __m256i x) {
-#ifdef PAGODA_I8_VNNI
+ALWAYS_INLINE lanes_i add_products(lanes_i acc, lanes_i w, lanes_i x) {
+#if PAGODA_I8_GROUP == 16
+    return _mm512_dpbusd_epi32(acc, w, x);
+#elif defined(PAGODA_I8_VNNI)
     return pagoda_dpbusd(acc, w, x);
 #else
     return _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, x));
@@ -313,7 +364,7 @@ ALWAYS_INLINE __m256i add_products(__m256i acc, __m256i w, __m256i x) {
 }
 
 /// `add_products`' sums as int32 lanes (each the sum of the lane's four byte products).
-ALWAYS_INLINE __m256i widen_products(__m256i acc) {
+ALWAYS_INLINE lanes_i widen_products(lanes_i acc) {
 #ifdef PAGODA_I8_VNNI
     return acc;
 #else
@@ -323,25 +374,25 @@ ALWAYS_INLINE __m256i widen_products(__m256i acc) {
 
 /// s16[t] = add_products(s16[t], w, ...) with token t's activation bytes at `offset` in its row,
 /// each lane's 4 bytes broadcast from there.
-ALWAYS_INLINE void add_pair_sums(__m256i *s16, size_t tokens, __m256i w, const uint8_t *x, size_t x_stride, size_t offset) {
+ALWAYS_INLINE void add_pair_sums(lanes_i *s16, size_t tokens, lanes_i w, const uint8_t *x, size_t x_stride, size_t offset) {
     for (size_t t = 0; t < tokens; t++) s16[t] = add_products(s16[t], w, x4(x + t * x_stride + offset));
 }
 
 /// Bit `bit` of every byte of a Q5_0 fifth-bit plane, moved to bit 4 (the value 16). 16-bit
 /// shifts do it: for shifts of at most 4, bit 4 of each byte comes from within that byte.
-ALWAYS_INLINE __m256i fifth_bits(__m256i fifth, int bit) {
-    __m256i moved;
+ALWAYS_INLINE lanes_i fifth_bits(lanes_i fifth, int bit) {
+    lanes_i moved;
     switch (bit) {
-    case 0: moved = _mm256_slli_epi16(fifth, 4); break;
-    case 1: moved = _mm256_slli_epi16(fifth, 3); break;
-    case 2: moved = _mm256_slli_epi16(fifth, 2); break;
-    case 3: moved = _mm256_slli_epi16(fifth, 1); break;
+    case 0: moved = li_slli16(fifth, 4); break;
+    case 1: moved = li_slli16(fifth, 3); break;
+    case 2: moved = li_slli16(fifth, 2); break;
+    case 3: moved = li_slli16(fifth, 1); break;
     case 4: moved = fifth; break;
-    case 5: moved = _mm256_srli_epi16(fifth, 1); break;
-    case 6: moved = _mm256_srli_epi16(fifth, 2); break;
-    default: moved = _mm256_srli_epi16(fifth, 3); break;
+    case 5: moved = li_srli16(fifth, 1); break;
+    case 6: moved = li_srli16(fifth, 2); break;
+    default: moved = li_srli16(fifth, 3); break;
     }
-    return _mm256_and_si256(moved, _mm256_set1_epi8(0x10));
+    return li_and(moved, li_set1_8(0x10));
 }
 
 ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t *packed, size_t blocks,
@@ -354,42 +405,41 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
         sx[t] = dx[t] + blocks;
         terms[t] = row_bias_terms(x + t * x_stride, blocks);
     }
-    const __m256i low = _mm256_set1_epi8(0x0F);
-    __m256 acc[PAGODA_I8_TILE];
-    for (size_t t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
+    const lanes_i low = li_set1_8(0x0F);
+    lanes_f acc[PAGODA_I8_TILE];
+    for (size_t t = 0; t < tokens; t++) acc[t] = lf_zero();
     for (size_t b = 0; b < blocks; b++) {
         const uint8_t *group = packed + b * block_bytes, *quants = group + scales;
         // The groups follow each other in memory: fetch the stream PAGODA_PREFETCH_BYTES ahead.
         for (size_t line = 0; line < block_bytes; line += 64) __builtin_prefetch(group + PAGODA_PREFETCH_BYTES + line, 0, 3);
-        const __m256 dw = has_float_factors(type) ? _mm256_loadu_ps((const float *)group)
-                                                  : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
-        __m256i sums[PAGODA_I8_TILE], high_sums[PAGODA_I8_TILE];
+        const lanes_f dw = has_float_factors(type) ? lf_load((const float *)group) : lf_halves(group);
+        lanes_i sums[PAGODA_I8_TILE], high_sums[PAGODA_I8_TILE];
         if (is_nibble_type(type) || type == PAGODA_I8_Q5_1) {
             // Unsigned values. Nibbles give pair sums of at most 2 * 15 * 127, so all eight of a
             // block fit in int16; 5-bit values (Q5_0, Q5_1) at most 2 * 31 * 127, so each half
             // of the block is widened to int32 on its own.
             const int halves = type == PAGODA_I8_Q5_0 || type == PAGODA_I8_Q5_1 ? 2 : 1;
-            const __m256i fifth = type == PAGODA_I8_Q5_0 ? _mm256_loadu_si256((const __m256i *)(quants + 128)) : _mm256_setzero_si256();
-            for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_setzero_si256();
+            const lanes_i fifth = type == PAGODA_I8_Q5_0 ? li_load(quants + 4 * CHUNK_BYTES) : li_zero();
+            for (size_t t = 0; t < tokens; t++) sums[t] = li_zero();
             for (int half = 0; half < halves; half++) {
-                __m256i s16[PAGODA_I8_TILE];
-                for (size_t t = 0; t < tokens; t++) s16[t] = _mm256_setzero_si256();
+                lanes_i s16[PAGODA_I8_TILE];
+                for (size_t t = 0; t < tokens; t++) s16[t] = li_zero();
                 if (type == PAGODA_I8_Q5_1) {
                     for (int k = 4 * half; k < 4 * half + 4; k++)
-                        add_pair_sums(s16, tokens, _mm256_loadu_si256((const __m256i *)(quants + 32 * k)), x, x_stride, 32 * b + 4 * k);
+                        add_pair_sums(s16, tokens, li_load(quants + CHUNK_BYTES * k), x, x_stride, 32 * b + 4 * k);
                 } else {
                     for (int c = 4 / halves * half; c < 4 / halves * (half + 1); c++) {
-                        const __m256i raw = _mm256_loadu_si256((const __m256i *)(quants + 32 * c));
-                        __m256i lo = _mm256_and_si256(raw, low), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+                        const lanes_i raw = li_load(quants + CHUNK_BYTES * c);
+                        lanes_i lo = li_and(raw, low), hi = li_and(li_srli16(raw, 4), low);
                         if (type == PAGODA_I8_Q5_0) {
-                            lo = _mm256_or_si256(lo, fifth_bits(fifth, 2 * c));
-                            hi = _mm256_or_si256(hi, fifth_bits(fifth, 2 * c + 1));
+                            lo = li_or(lo, fifth_bits(fifth, 2 * c));
+                            hi = li_or(hi, fifth_bits(fifth, 2 * c + 1));
                         }
                         add_pair_sums(s16, tokens, lo, x, x_stride, 32 * b + 4 * c);
                         add_pair_sums(s16, tokens, hi, x, x_stride, 32 * b + 16 + 4 * c);
                     }
                 }
-                for (size_t t = 0; t < tokens; t++) sums[t] = _mm256_add_epi32(sums[t], widen_products(s16[t]));
+                for (size_t t = 0; t < tokens; t++) sums[t] = li_add32(sums[t], widen_products(s16[t]));
             }
         } else if (is_signed_byte_type(type)) {
             // Q6_K: chunks 0..3 (elements 0..<16) into `sums`, 4..7 into `high_sums`.
@@ -397,21 +447,21 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
             // Biased bytes (w + bias): the sums start from the token's -bias * sum(x) terms.
             for (size_t t = 0; t < tokens; t++) {
                 if (type == PAGODA_I8_Q6_K) {
-                    sums[t] = _mm256_set1_epi32(terms[t][blocks + b]);
-                    high_sums[t] = _mm256_set1_epi32(terms[t][2 * blocks + b]);
+                    sums[t] = li_set1_32(terms[t][blocks + b]);
+                    high_sums[t] = li_set1_32(terms[t][2 * blocks + b]);
                 } else {
-                    sums[t] = _mm256_set1_epi32(terms[t][b]);
+                    sums[t] = li_set1_32(terms[t][b]);
                 }
             }
             for (int k = 0; k < 8; k++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k));
+                const lanes_i w = li_load(quants + CHUNK_BYTES * k);
                 if (type == PAGODA_I8_Q6_K && k >= 4) add_pair_sums(high_sums, tokens, w, x, x_stride, 32 * b + 4 * k);
                 else add_pair_sums(sums, tokens, w, x, x_stride, 32 * b + 4 * k);
             }
 #else
-            for (size_t t = 0; t < tokens; t++) sums[t] = high_sums[t] = _mm256_setzero_si256();
+            for (size_t t = 0; t < tokens; t++) sums[t] = high_sums[t] = li_zero();
             for (int k = 0; k < 8; k++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(quants + 32 * k)), aw = _mm256_sign_epi8(w, w);
+                const __m256i w = li_load(quants + CHUNK_BYTES * k), aw = _mm256_sign_epi8(w, w);
                 for (size_t t = 0; t < tokens; t++) {
                     // |w| (unsigned) times x with w's signs: the same products as w times x.
                     // (Without VNNI, so `vpmaddubsw` pair sums, widened per chunk.)
@@ -424,24 +474,24 @@ ALWAYS_INLINE void gemm_tile(const int type, const size_t tokens, const uint8_t 
 #endif
         }
         // The offsets, or Q6_K's second-half scales.
-        __m256 second = _mm256_setzero_ps();
-        if (type == PAGODA_I8_Q4_0) second = _mm256_mul_ps(dw, _mm256_set1_ps(-8));
-        if (type == PAGODA_I8_Q5_0) second = _mm256_mul_ps(dw, _mm256_set1_ps(-16));
-        if (has_float_factors(type)) second = _mm256_loadu_ps((const float *)(group + 32));
-        else if (has_offset(type)) second = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(group + 16)));
+        lanes_f second = lf_zero();
+        if (type == PAGODA_I8_Q4_0) second = lf_mul(dw, lf_set1(-8));
+        if (type == PAGODA_I8_Q5_0) second = lf_mul(dw, lf_set1(-16));
+        if (has_float_factors(type)) second = lf_load((const float *)(group + 4 * PAGODA_I8_GROUP));
+        else if (has_offset(type)) second = lf_halves(group + 2 * PAGODA_I8_GROUP);
         for (size_t t = 0; t < tokens; t++) {
-            const __m256 x_scale = _mm256_set1_ps(dx[t][b]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_mul_ps(dw, x_scale), acc[t]);
-            if (type == PAGODA_I8_Q6_K) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high_sums[t]), _mm256_mul_ps(second, x_scale), acc[t]);
-            else if (type != PAGODA_I8_Q8_0) acc[t] = _mm256_fmadd_ps(second, _mm256_set1_ps(sx[t][b]), acc[t]);
+            const lanes_f x_scale = lf_set1(dx[t][b]);
+            acc[t] = lf_fma(lf_from_int(sums[t]), lf_mul(dw, x_scale), acc[t]);
+            if (type == PAGODA_I8_Q6_K) acc[t] = lf_fma(lf_from_int(high_sums[t]), lf_mul(second, x_scale), acc[t]);
+            else if (type != PAGODA_I8_Q8_0) acc[t] = lf_fma(second, lf_set1(sx[t][b]), acc[t]);
         }
     }
     for (size_t t = 0; t < tokens; t++) {
         if (rows == PAGODA_I8_GROUP) {
-            _mm256_storeu_ps(out + t * out_stride, acc[t]);
+            lf_store(out + t * out_stride, acc[t]);
         } else {
             float lanes[PAGODA_I8_GROUP];
-            _mm256_storeu_ps(lanes, acc[t]);
+            lf_store(lanes, acc[t]);
             memcpy(out + t * out_stride, lanes, rows * sizeof(float));
         }
     }

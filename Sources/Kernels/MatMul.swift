@@ -30,6 +30,8 @@ public enum MatMul {
 
     /// Weight rows each thread's range is aligned to: the decode kernel takes four rows at once.
     static let rowTile = 4
+    /// Rows per packed group of the int8 kernels (`Int8Dot`, as compiled: 16 with AVX-512 VNNI, else 8).
+    public static let int8GroupRows = pagoda_i8_group_rows()
     /// Rows whose weights stay cache-resident while every token tile of a step passes over them.
     static let rowChunk = 32
     /// Bytes of packed input a token tile's span may take, so it stays in L1 (32 KiB here) while the
@@ -318,8 +320,8 @@ private struct Product {
                 output: output + range.lowerBound * stride, stride: stride)
     }
 
-    /// Rows per tile: four, or a packed group of eight for int8 activations.
-    var tileRows: Int { weight.int8Activations ? Int(PAGODA_I8_GROUP) : MatMul.rowTile }
+    /// Rows per tile: four, or a packed group (8 or 16 rows) for int8 activations.
+    var tileRows: Int { weight.int8Activations ? MatMul.int8GroupRows : MatMul.rowTile }
 
     /// Tiles of `tileRows` rows.
     var tiles: Int { (weight.rows + tileRows - 1) / tileRows }
@@ -781,12 +783,12 @@ private struct Product {
         store(a, row: row, token: token)
     }
 
-    /// Integer products with the 8-bit input: packed groups of eight rows against up to four
+    /// Integer products with the 8-bit input: packed groups of 8 or 16 rows against up to four
     /// tokens per call, the weights of four groups (32 rows) staying in cache while every token
     /// tile passes over them.
     private func workInt8(groups: Range<Int>, quantized: UnsafePointer<UInt8>) {
         let rowBytes = pagoda_i8_row_bytes(weight.cols), blocks = weight.cols / weight.blockElements
-        let type = Int32(weight.type.rawValue), groupRows = Int(PAGODA_I8_GROUP)
+        let type = Int32(weight.type.rawValue), groupRows = MatMul.int8GroupRows
         var first = groups.lowerBound
         while first < groups.upperBound {
             let last = min(groups.upperBound, first + MatMul.rowChunk / groupRows)

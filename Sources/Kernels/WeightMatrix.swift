@@ -36,9 +36,9 @@ public struct WeightMatrix: @unchecked Sendable {
     private(set) var owner: AnyObject
     /// Whether products with this matrix quantize their input to 8 bits and use integer dot
     /// products (`--activations int8`; only types with an int8 kernel, see `using(activations:)`).
-    /// The rows are then stored in `Int8Dot`'s packed groups of 8 instead (`int8Group`).
+    /// The rows are then stored in `Int8Dot`'s packed groups (of `MatMul.int8GroupRows`) instead (`int8Group`).
     public private(set) var int8Activations = false
-    /// Bytes of one packed group of 8 rows (int8 activations only).
+    /// Bytes of one packed group of rows (int8 activations only).
     private(set) var int8GroupBytes = 0
     /// Whether the rows are stored in a wide layout (`Q4_KWideChunks` / `Q6_KWideChunks`: float32
     /// factors per 32 elements), which Q4_K and Q6_K always are for float32 activations.
@@ -231,7 +231,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// This matrix multiplied with activations of `precision`: `.int8` takes effect for the types
     /// with an int8 kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K; Q5_0 stored as Q8_0 bytes
     /// takes Q8_0's); the others keep float32 activations.
-    /// Their rows are repacked into groups of 8 for the integer kernel (the same bytes in another
+    /// Their rows are repacked into groups of 8 or 16 for the integer kernel (the same bytes in another
     /// order, so no memory is added). A matrix already set to int8 stays so.
     public func using(activations precision: ActivationPrecision) -> WeightMatrix {
         if precision == .int8 && type == .q5_0 && !int8Activations { return int8FromPackedQ5_0() }
@@ -295,11 +295,11 @@ public struct WeightMatrix: @unchecked Sendable {
                             storedBlock: (32, blockBytes))
     }
 
-    /// The rows in `Int8Dot`'s packed groups of 8 (`pagoda_i8_pack_group`), and a group's bytes;
+    /// The rows in `Int8Dot`'s packed groups (`pagoda_i8_pack_group`), and a group's bytes;
     /// row r's blocks start at `rowStart(r)`, `blockStride(r)` bytes apart.
     private static func int8Groups(_ type: GGMLType, rows: Int, cols: Int, blockElements: Int,
                                    rowStart: (Int) -> UnsafeRawPointer, blockStride: (Int) -> Int) -> (OwnedBytes, Int) {
-        let code = Int32(type.rawValue), blocks = cols / blockElements, groupRows = Int(PAGODA_I8_GROUP)
+        let code = Int32(type.rawValue), blocks = cols / blockElements, groupRows = MatMul.int8GroupRows
         let groupBytes = blocks * pagoda_i8_group_block_bytes(code)
         let groups = (rows + groupRows - 1) / groupRows
         let packed = OwnedBytes(count: groups * groupBytes)
@@ -317,7 +317,7 @@ public struct WeightMatrix: @unchecked Sendable {
         return (packed, groupBytes)
     }
 
-    /// The packed group `group` (rows `8 * group ..< 8 * group + 8`) of an int8 matrix.
+    /// The packed group `group` (rows `G * group ..< G * group + G`, G = `MatMul.int8GroupRows`) of an int8 matrix.
     @inline(__always)
     func int8Group(_ group: Int) -> UnsafePointer<UInt8> {
         (base + group &* int8GroupBytes).assumingMemoryBound(to: UInt8.self)
@@ -344,7 +344,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Writes row `row` as `cols` floats to `destination`.
     public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
         if int8Activations {
-            let group = Int(PAGODA_I8_GROUP)
+            let group = MatMul.int8GroupRows
             pagoda_i8_dequantize_row(Int32(type.rawValue), int8Group(row / group), cols / blockElements, row % group, destination)
             return
         }

@@ -41,22 +41,31 @@ static inline size_t pagoda_i8_row_bytes(size_t cols) { return cols + 20 * (cols
 /// (rows `pagoda_i8_row_bytes(cols)` bytes apart). Round to nearest, ties to even.
 void pagoda_i8_quantize(const float *x, size_t x_stride, size_t tokens, size_t cols, uint8_t *out);
 
-/// Weight rows per packed group: one per lane of an 8 x float32 vector.
+/// Weight rows per packed group: one per lane of a float32 vector, 16 where the build has
+/// AVX-512 with VNNI (zmm), else 8. Swift code asks `pagoda_i8_group_rows()`, which is the value
+/// this file was compiled with, rather than the macro.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && defined(__AVX2__) && defined(__FMA__)
+#define PAGODA_I8_GROUP 16
+#else
 #define PAGODA_I8_GROUP 8
+#endif
 
-/// Bytes of one block (32 columns) of a packed group of 8 rows of `type` (Q4_0, Q4_1, Q5_0, Q5_1,
-/// Q8_0, Q4_K or Q6_K), or 0 for another type. A packed group block holds the 8 rows' scales `d`
-/// (float16; float32 for Q4_K and Q6_K), their offsets `m` (Q4_1, Q5_1 float16; Q4_K float32) or
-/// second-half scales (Q6_K), then the quants: for Q4_0/Q4_1/Q5_0/Q4_K four 32-byte chunks whose
-/// lane r (bytes 4r..4r+3) is stored bytes 4c..4c+3 of row r (elements 4c.. in the low nibbles,
-/// 16+4c.. in the high ones), and for Q5_0 then 32 bytes of fifth bits (bit 2c of byte 4r + i:
-/// element 4c + i of row r; bit 2c + 1: element 16 + 4c + i); for Q5_1 (unpacked to 0...31), Q8_0
-/// and Q6_K eight chunks whose lane r is row r's weights 4k..4k+3 (Q8_0 and Q6_K plus their bias
-/// where the build has VNNI; see the row layout above). The sizes equal 8 stored
-/// blocks, so packing costs no memory.
+/// `PAGODA_I8_GROUP` as the kernels were built.
+size_t pagoda_i8_group_rows(void);
+
+/// Bytes of one block (32 columns) of a packed group of G = `PAGODA_I8_GROUP` rows of `type` (Q4_0,
+/// Q4_1, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K), or 0 for another type. A packed group block holds the G
+/// rows' scales `d` (float16; float32 for Q4_K and Q6_K), their offsets `m` (Q4_1, Q5_1 float16;
+/// Q4_K float32) or second-half scales (Q6_K), then the quants in chunks of 4G bytes: for
+/// Q4_0/Q4_1/Q5_0/Q4_K four chunks whose lane r (bytes 4r..4r+3) is stored bytes 4c..4c+3 of row r
+/// (elements 4c.. in the low nibbles, 16+4c.. in the high ones), and for Q5_0 then one chunk of
+/// fifth bits (bit 2c of byte 4r + i: element 4c + i of row r; bit 2c + 1: element 16 + 4c + i);
+/// for Q5_1 (unpacked to 0...31), Q8_0 and Q6_K eight chunks whose lane r is row r's weights
+/// 4k..4k+3 (Q8_0 and Q6_K plus their bias where the build has VNNI; see the row layout above).
+/// The sizes equal G stored blocks, so packing costs no memory.
 size_t pagoda_i8_group_block_bytes(int type);
 
-/// Packs `blocks` blocks of `valid_rows` (at most 8) weight rows of `type` into one group
+/// Packs `blocks` blocks of `valid_rows` (at most `PAGODA_I8_GROUP`) weight rows of `type` into one group
 /// (`blocks * pagoda_i8_group_block_bytes(type)` bytes at `out`); row r's blocks start at
 /// `rows[r]`, `block_strides[r]` bytes apart. Missing rows are zero. Returns 0, or -1.
 int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], const size_t block_strides[PAGODA_I8_GROUP],
@@ -65,7 +74,7 @@ int pagoda_i8_pack_group(int type, const uint8_t *const rows[PAGODA_I8_GROUP], c
 /// Row `lane` of a packed group as floats, bit for bit ggml's `dequantize_row_*` of the stored row.
 void pagoda_i8_dequantize_row(int type, const uint8_t *packed, size_t blocks, size_t lane, float *out);
 
-/// `out[t * out_stride + r]` = the product of the group's row r (r < `rows`) with quantized
+/// `out[t * out_stride + r]` = the product of the group's row r (r < `rows` <= G) with quantized
 /// activation row t, for `tokens` (1 to 4) rows starting at `x`, `x_stride` bytes apart. Each
 /// token's results are computed the same way whatever `tokens` is. Returns 0, or -1.
 int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t *x, size_t x_stride, size_t tokens,
