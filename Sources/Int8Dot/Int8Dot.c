@@ -1,6 +1,8 @@
-// See Int8Dot.h. Two implementations of the same arithmetic: AVX2, with VNNI's vpdpbusd where
-// present (when the build targets a CPU that has them), and portable C. Either way a (row, token)
-// result depends only on that row and that token, never on how many tokens share the call.
+// See Int8Dot.h. Two implementations of the same arithmetic: SIMD, and portable C. The SIMD one
+// is AVX2 (8-row groups in ymm, `vpmaddubsw`), with VNNI's vpdpbusd where present, and with
+// AVX-512 VNNI 16-row groups in zmm (each when the build targets a CPU that has it). Either way a
+// (row, token) result depends only on that row and that token, never on how many tokens or rows
+// share the call, and the group size never changes it.
 #include "Int8Dot.h"
 
 #define PAGODA_I8_TILE 4
