@@ -784,8 +784,8 @@ private struct Product {
     }
 
     /// Integer products with the 8-bit input: packed groups of 8 or 16 rows against up to four
-    /// tokens per call, the weights of four groups (32 rows) staying in cache while every token
-    /// tile passes over them.
+    /// tokens per call, the weights of `rowChunk` rows (four or two groups) staying in cache while
+    /// every token tile passes over them.
     private func workInt8(groups: Range<Int>, quantized: UnsafePointer<UInt8>) {
         let rowBytes = pagoda_i8_row_bytes(weight.cols), blocks = weight.cols / weight.blockElements
         let type = Int32(weight.type.rawValue), groupRows = MatMul.int8GroupRows
