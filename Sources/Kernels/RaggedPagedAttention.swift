@@ -280,6 +280,8 @@ struct AttentionKernel<E: KVElement> {
 
     static var keyTile: Int { RaggedPagedAttention.keyTile }
     static var partitionKeys: Int { RaggedPagedAttention.partitionKeys }
+    /// Most query heads of one kv head computed by one `update` (sharing its K/V loads).
+    static var sharedHeads: Int { 3 }
 
     init(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, layer: PagedKVLayer, qHeads: Int,
          options: AttentionOptions, cuQ: UnsafePointer<Int>, seqLens: UnsafePointer<Int>,
@@ -486,8 +488,8 @@ struct AttentionKernel<E: KVElement> {
         guard keyLow <= keyHigh else { return }
         let table = tables + s * maxBlocks
         withUnsafeTemporaryAllocation(of: Int.self, capacity: Self.keyTile) { offsets in
-        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: Self.keyTile) { partials in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: Self.keyTile) { weights in
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: Self.sharedHeads * Self.keyTile) { partials in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: Self.sharedHeads * Self.keyTile) { weights in
             let offsets = offsets.baseAddress.unsafelyUnwrapped
             let partials = partials.baseAddress.unsafelyUnwrapped, weights = weights.baseAddress.unsafelyUnwrapped
             var tileStart = keyLow / Self.keyTile * Self.keyTile
@@ -505,11 +507,17 @@ struct AttentionKernel<E: KVElement> {
                 if nextStart <= keyHigh && blockSize % Self.keyTile == 0 {
                     let vector = (Int(table[nextStart / blockSize]) * blockSize + nextStart % blockSize) * kvHeads
                     let count = min(Self.keyTile, keyHigh - nextStart + 1)
+                    // Spread over about every update of this tile (one per row, kv head and
+                    // `sharedHeads` query heads of it), a few lines per key.
+                    let lines = (count * kvHeads * vectorBytes + 63) / 64
+                    let groupsInRange = lastGroupOf(heads) - heads.lowerBound / group + 1
+                    let updates = (r1 - r0) * groupsInRange * ((min(group, heads.count) + Self.sharedHeads - 1) / Self.sharedHeads)
+                    let perKey = min(4, max(1, (lines + updates * Self.keyTile - 1) / (updates * Self.keyTile)))
                     fetch = NextTileFetch(key: keys + vector * vectorBytes, value: values + vector * vectorBytes,
-                                          remaining: (count * kvHeads * vectorBytes + 63) / 64)
+                                          lines: lines, perKey: perKey)
                 }
                 // The kv heads of the tile's tokens: one contiguous stretch of each block.
-                let firstGroup = heads.lowerBound / group, lastGroup = (heads.upperBound - 1) / group
+                let firstGroup = heads.lowerBound / group, lastGroup = lastGroupOf(heads)
                 for g in firstGroup ... lastGroup {
                     let step = g > firstGroup ? 1 : g
                     if step > 0 { for j in lo - tileStart ... hi - tileStart { offsets[j] += step } }
@@ -518,12 +526,22 @@ struct AttentionKernel<E: KVElement> {
                         let jLo = max(lo, lowestKey(p)) - tileStart
                         let jHi = min(hi, highestKey(p)) - tileStart
                         if jLo > jHi { continue }
-                        for h in max(0, heads.lowerBound - g * group) ..< min(group, heads.upperBound - g * group) {
+                        // The kv head's query heads, up to `sharedHeads` per update (they share
+                        // each K/V load).
+                        var h = max(0, heads.lowerBound - g * group)
+                        let hEnd = min(group, heads.upperBound - g * group)
+                        while h < hEnd {
+                            let n = min(Self.sharedHeads, hEnd - h)
                             let qHead = g * group + h
-                            update(state: partial + ((r - r0) * qHeads + qHead) * stateStride,
-                                   query: q + (r * qHeads + qHead) * headDim,
-                                   offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
-                            fetch.advance(by: 2 * (jHi - jLo + 1))
+                            let state = partial + ((r - r0) * qHeads + qHead) * stateStride
+                            let query = q + (r * qHeads + qHead) * headDim
+                            switch n {
+                            case 1: update(heads: 1, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
+                            case 2: update(heads: 2, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
+                            default: update(heads: 3, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
+                            }
+                            fetch.advance(keys: jHi - jLo + 1)
+                            h += n
                         }
                     }
                 }
@@ -534,9 +552,17 @@ struct AttentionKernel<E: KVElement> {
         }
     }
 
-    /// One online-softmax step of one (row, head) over tile keys `jLo ... jHi` (vector indices
-    /// `offsets[j]`): scores, tile max, rescale, exp, weighted V sum, V accumulated in ascending j.
-    /// `partials: [16]` and `weights: [16]` are per-thread stack scratch. (Specialized explicitly:
+    /// The kv head of the last query head of `heads`.
+    @inline(__always) func lastGroupOf(_ heads: Range<Int>) -> Int { (heads.upperBound - 1) / group }
+
+    /// One online-softmax step of `n` (1 to `sharedHeads`) consecutive query heads of one row, all
+    /// of one kv head, over tile keys `jLo ... jHi` (vector indices `offsets[j]`): scores, tile max,
+    /// rescale, exp, weighted V sum, V accumulated in ascending j. Head `h` has its state at
+    /// `state + h * stateStride` and its query at `query + h * headDim`. Each K and V vector is
+    /// loaded (and converted) once for the `n` heads; every head's arithmetic is the same sequence of
+    /// operations as when it is computed alone, so results do not depend on `n`.
+    /// `partials: [sharedHeads * 16]` and `weights: [sharedHeads * 16]` are per-thread stack scratch.
+    /// `n` is a literal at each call, so the unused heads' code folds away. (Specialized explicitly:
     /// called from inside `computePartition`'s scratch closures, the optimizer otherwise left it
     /// generic, reading every K/V element through the protocol witness.)
     @inline(__always)
@@ -544,26 +570,152 @@ struct AttentionKernel<E: KVElement> {
     @_specialize(exported: false, where E == F16Element)
     @_specialize(exported: false, where E == BF16Element)
     @_specialize(exported: false, where E == Int8Element)
-    func update(state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
+    func update(heads n: Int, state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
                 partials: UnsafeMutablePointer<SIMD8<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int,
                 fetch: NextTileFetch) {
-        // Per-key lane partial sums of q . k (8 lanes: one AVX2 register), eight or four keys at a
-        // time where the tile allows (independent chains; each key's sum is the one `dotPartial`
-        // forms), then one transposing reduction gives lane j = score j. (16-lane partials took
-        // twice the registers and a reduction as costly as the products themselves.)
+        // Per-key lane partial sums of q . k (8 lanes: one AVX2 register), several keys (and heads)
+        // at a time where the tile allows (independent chains; each key's sum is the one
+        // `dotPartial` forms), then one transposing reduction per head gives lane j = score j.
+        // (16-lane partials took twice the registers and a reduction as costly as the products.)
+        let tile = Self.keyTile
+        let wideKeys = n == 1 ? 8 : 4
         var j = 0
-        while j < Self.keyTile {
-            if j >= jLo && j + 7 <= jHi {
-                dotPartials(query, offsets + j, count: 8, into: partials + j)
-                j += 8
-            } else if j >= jLo && j + 3 <= jHi {
-                dotPartials(query, offsets + j, count: 4, into: partials + j)
+        while j < tile {
+            if j >= jLo && j + wideKeys - 1 <= jHi {
+                dotPartials(query, offsets + j, keys: wideKeys, heads: n, into: partials + j)
+                j += wideKeys
+            } else if n == 1 && j >= jLo && j + 3 <= jHi {
+                dotPartials(query, offsets + j, keys: 4, heads: 1, into: partials + j)
                 j += 4
             } else {
-                partials[j] = j < jLo || j > jHi ? SIMD8() : dotPartial(query, keys + offsets[j] * vectorBytes)
+                for h in 0 ..< n {
+                    partials[h * tile + j] = j < jLo || j > jHi ? SIMD8() : dotPartial(query + h * headDim, keys + offsets[j] * vectorBytes)
+                }
                 j += 1
             }
         }
+        let c0 = softmaxStep(state: state, partials: partials, weights: weights, offsets: offsets, jLo, jHi)
+        let c1 = n >= 2 ? softmaxStep(state: state + stateStride, partials: partials + tile, weights: weights + tile, offsets: offsets, jLo, jHi) : 1
+        let c2 = n >= 3 ? softmaxStep(state: state + 2 * stateStride, partials: partials + 2 * tile, weights: weights + 2 * tile, offsets: offsets, jLo, jHi) : 1
+        let acc0 = state + 16, acc1 = state + stateStride + 16, acc2 = state + 2 * stateStride + 16
+        var d = 0
+        // 64 dimensions at a time: four independent accumulator vectors per key and head instead of
+        // one chain of dependent multiply-adds (each element still adds its keys in ascending j).
+        while d + 64 <= headDim {
+            var a0 = Vector.load16(acc0 + d), a1 = Vector.load16(acc0 + d + 16)
+            var a2 = Vector.load16(acc0 + d + 32), a3 = Vector.load16(acc0 + d + 48)
+            var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>()
+            var e0 = SIMD16<Float>(), e1 = SIMD16<Float>(), e2 = SIMD16<Float>(), e3 = SIMD16<Float>()
+            if c0 != 1 {
+                let c = SIMD16(repeating: c0)
+                a0 *= c
+                a1 *= c
+                a2 *= c
+                a3 *= c
+            }
+            if n >= 2 {
+                b0 = Vector.load16(acc1 + d)
+                b1 = Vector.load16(acc1 + d + 16)
+                b2 = Vector.load16(acc1 + d + 32)
+                b3 = Vector.load16(acc1 + d + 48)
+                if c1 != 1 {
+                    let c = SIMD16(repeating: c1)
+                    b0 *= c
+                    b1 *= c
+                    b2 *= c
+                    b3 *= c
+                }
+            }
+            if n >= 3 {
+                e0 = Vector.load16(acc2 + d)
+                e1 = Vector.load16(acc2 + d + 16)
+                e2 = Vector.load16(acc2 + d + 32)
+                e3 = Vector.load16(acc2 + d + 48)
+                if c2 != 1 {
+                    let c = SIMD16(repeating: c2)
+                    e0 *= c
+                    e1 *= c
+                    e2 *= c
+                    e3 *= c
+                }
+            }
+            for j in jLo ... jHi {
+                if d == 0 { fetch.request(key: j - jLo) }
+                let v = values + offsets[j] * vectorBytes
+                let v0 = E.load16(v, d), v1 = E.load16(v, d + 16), v2 = E.load16(v, d + 32), v3 = E.load16(v, d + 48)
+                let w0 = SIMD16(repeating: weights[j])
+                a0.addProduct(w0, v0)
+                a1.addProduct(w0, v1)
+                a2.addProduct(w0, v2)
+                a3.addProduct(w0, v3)
+                if n >= 2 {
+                    let w1 = SIMD16(repeating: weights[tile + j])
+                    b0.addProduct(w1, v0)
+                    b1.addProduct(w1, v1)
+                    b2.addProduct(w1, v2)
+                    b3.addProduct(w1, v3)
+                }
+                if n >= 3 {
+                    let w2 = SIMD16(repeating: weights[2 * tile + j])
+                    e0.addProduct(w2, v0)
+                    e1.addProduct(w2, v1)
+                    e2.addProduct(w2, v2)
+                    e3.addProduct(w2, v3)
+                }
+            }
+            Vector.store16(a0, acc0 + d)
+            Vector.store16(a1, acc0 + d + 16)
+            Vector.store16(a2, acc0 + d + 32)
+            Vector.store16(a3, acc0 + d + 48)
+            if n >= 2 {
+                Vector.store16(b0, acc1 + d)
+                Vector.store16(b1, acc1 + d + 16)
+                Vector.store16(b2, acc1 + d + 32)
+                Vector.store16(b3, acc1 + d + 48)
+            }
+            if n >= 3 {
+                Vector.store16(e0, acc2 + d)
+                Vector.store16(e1, acc2 + d + 16)
+                Vector.store16(e2, acc2 + d + 32)
+                Vector.store16(e3, acc2 + d + 48)
+            }
+            d += 64
+        }
+        // Head dimensions that are not a multiple of 64 (rare): the rest per head, as before.
+        for h in 0 ..< n where d < headDim {
+            let acc = state + h * stateStride + 16, w = weights + h * tile
+            let correction = h == 0 ? c0 : h == 1 ? c1 : c2
+            var e = d
+            while e + 16 <= headDim {
+                var a = Vector.load16(acc + e)
+                if correction != 1 { a *= SIMD16(repeating: correction) }
+                for j in jLo ... jHi {
+                    if e == 0 && h == 0 { fetch.request(key: j - jLo) }
+                    a.addProduct(SIMD16(repeating: w[j]), E.load16(values + offsets[j] * vectorBytes, e))
+                }
+                Vector.store16(a, acc + e)
+                e += 16
+            }
+            while e < headDim {
+                var a = acc[e]
+                if correction != 1 { a *= correction }
+                for j in jLo ... jHi {
+                    a += w[j] * E.load1(values + offsets[j] * vectorBytes, e)
+                }
+                acc[e] = a
+                e += 1
+            }
+        }
+    }
+
+    /// The softmax part of `update` for one head: its scores from the per-key `partials: [16]`,
+    /// scaled, capped and masked to `jLo ... jHi`; the running maximum and denominator in `state`
+    /// updated; the tile's weights (times V's scales, when stored scaled) in `weights: [16]`.
+    /// Returns the factor the head's accumulator must be multiplied by first (exactly 1 when the
+    /// maximum stayed).
+    @inline(__always)
+    func softmaxStep(state: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<SIMD8<Float>>, weights: UnsafeMutablePointer<Float>,
+                     offsets: UnsafePointer<Int>, _ jLo: Int, _ jHi: Int) -> Float {
         var scores = reduceTransposed(partials)
         if E.isScaled {
             for j in jLo ... jHi { weights[j] = keyScales[offsets[j]] }
@@ -581,7 +733,6 @@ struct AttentionKernel<E: KVElement> {
             scores.replace(with: -.infinity, where: lanes .< Float(jLo))
             scores.replace(with: -.infinity, where: lanes .> Float(jHi))
         }
-
         let oldMax = state[0]
         let newMax = max(oldMax, treeMax(scores))
         // The maximum often stays (later tiles of a long context): then the factor is exactly 1,
@@ -594,53 +745,7 @@ struct AttentionKernel<E: KVElement> {
         if E.isScaled {
             for j in jLo ... jHi { weights[j] *= valueScales[offsets[j]] }
         }
-        let acc = state + 16
-        var d = 0
-        // 64 dimensions at a time: four independent accumulator vectors per key instead of one
-        // chain of dependent multiply-adds (each element still adds its keys in ascending j).
-        while d + 64 <= headDim {
-            var a0 = Vector.load16(acc + d), a1 = Vector.load16(acc + d + 16)
-            var a2 = Vector.load16(acc + d + 32), a3 = Vector.load16(acc + d + 48)
-            if correction != 1 {
-                let c = SIMD16(repeating: correction)
-                a0 *= c
-                a1 *= c
-                a2 *= c
-                a3 *= c
-            }
-            for j in jLo ... jHi {
-                if d == 0 { fetch.request(2 * (j - jLo)) }
-                let w = SIMD16(repeating: weights[j]), v = values + offsets[j] * vectorBytes
-                a0.addProduct(w, E.load16(v, d))
-                a1.addProduct(w, E.load16(v, d + 16))
-                a2.addProduct(w, E.load16(v, d + 32))
-                a3.addProduct(w, E.load16(v, d + 48))
-            }
-            Vector.store16(a0, acc + d)
-            Vector.store16(a1, acc + d + 16)
-            Vector.store16(a2, acc + d + 32)
-            Vector.store16(a3, acc + d + 48)
-            d += 64
-        }
-        while d + 16 <= headDim {
-            var a = Vector.load16(acc + d)
-            if correction != 1 { a *= SIMD16(repeating: correction) }
-            for j in jLo ... jHi {
-                if d == 0 { fetch.request(2 * (j - jLo)) }
-                a.addProduct(SIMD16(repeating: weights[j]), E.load16(values + offsets[j] * vectorBytes, d))
-            }
-            Vector.store16(a, acc + d)
-            d += 16
-        }
-        while d < headDim {
-            var a = acc[d]
-            if correction != 1 { a *= correction }
-            for j in jLo ... jHi {
-                a += weights[j] * E.load1(values + offsets[j] * vectorBytes, d)
-            }
-            acc[d] = a
-            d += 1
-        }
+        return correction
     }
 
     /// Lane-wise partial products of `query . key` summed over 8-element chunks (a tail shorter than
@@ -657,31 +762,54 @@ struct AttentionKernel<E: KVElement> {
         return acc
     }
 
-    /// `dotPartial` of the `count` (4 or 8) keys at vector indices `offsets[0 ..< count]`,
-    /// interleaved: independent multiply-add chains instead of one key's chain at a time (bitwise
-    /// the same sums); eight cover the multiply-add latency, four left the core waiting on each
-    /// chain. `count` is a constant at every call, so the unused chains fold away.
+    /// `dotPartial` of the `count` keys at vector indices `offsets[0 ..< count]` for `heads`
+    /// consecutive query heads (`query + h * headDim`), interleaved: independent multiply-add
+    /// chains instead of one key's chain at a time (bitwise the same sums), each key chunk loaded
+    /// once for all heads. Head `h`'s partial of key `k` goes to `out[h * 16 + k]`. Supported:
+    /// 8 keys for one head, 4 keys for up to three; eight chains cover the multiply-add latency,
+    /// four left the core waiting on each chain. Both are literals at every call, so the unused
+    /// chains fold away.
     @inline(__always)
-    func dotPartials(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, count: Int, into out: UnsafeMutablePointer<SIMD8<Float>>) {
-        let wide = count == 8
+    func dotPartials(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, keys count: Int, heads: Int,
+                     into out: UnsafeMutablePointer<SIMD8<Float>>) {
+        let wide = count == 8, second = heads >= 2, third = heads >= 3
+        let tile = Self.keyTile
         let k0 = keys + offsets[0] * vectorBytes, k1 = keys + offsets[1] * vectorBytes
         let k2 = keys + offsets[2] * vectorBytes, k3 = keys + offsets[3] * vectorBytes
         let k4 = wide ? keys + offsets[4] * vectorBytes : k0, k5 = wide ? keys + offsets[5] * vectorBytes : k0
         let k6 = wide ? keys + offsets[6] * vectorBytes : k0, k7 = wide ? keys + offsets[7] * vectorBytes : k0
+        let q1 = query + headDim, q2 = query + 2 * headDim
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
         var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
+        var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+        var e0 = SIMD8<Float>(), e1 = SIMD8<Float>(), e2 = SIMD8<Float>(), e3 = SIMD8<Float>()
         var i = 0
         while i + 8 <= headDim {
             let x = Vector.load8(query + i)
-            a0.addProduct(x, E.load8(k0, i))
-            a1.addProduct(x, E.load8(k1, i))
-            a2.addProduct(x, E.load8(k2, i))
-            a3.addProduct(x, E.load8(k3, i))
+            let y0 = E.load8(k0, i), y1 = E.load8(k1, i), y2 = E.load8(k2, i), y3 = E.load8(k3, i)
+            a0.addProduct(x, y0)
+            a1.addProduct(x, y1)
+            a2.addProduct(x, y2)
+            a3.addProduct(x, y3)
             if wide {
                 a4.addProduct(x, E.load8(k4, i))
                 a5.addProduct(x, E.load8(k5, i))
                 a6.addProduct(x, E.load8(k6, i))
                 a7.addProduct(x, E.load8(k7, i))
+            }
+            if second {
+                let x1 = Vector.load8(q1 + i)
+                b0.addProduct(x1, y0)
+                b1.addProduct(x1, y1)
+                b2.addProduct(x1, y2)
+                b3.addProduct(x1, y3)
+            }
+            if third {
+                let x2 = Vector.load8(q2 + i)
+                e0.addProduct(x2, y0)
+                e1.addProduct(x2, y1)
+                e2.addProduct(x2, y2)
+                e3.addProduct(x2, y3)
             }
             i += 8
         }
@@ -695,7 +823,21 @@ struct AttentionKernel<E: KVElement> {
             out[6] = a6
             out[7] = a7
         }
-        for n in 0 ..< count { addTail(&out[n], query, keys + offsets[n] * vectorBytes, from: i) }
+        if second {
+            out[tile] = b0
+            out[tile + 1] = b1
+            out[tile + 2] = b2
+            out[tile + 3] = b3
+        }
+        if third {
+            out[2 * tile] = e0
+            out[2 * tile + 1] = e1
+            out[2 * tile + 2] = e2
+            out[2 * tile + 3] = e3
+        }
+        for h in 0 ..< heads {
+            for k in 0 ..< count { addTail(&out[h * tile + k], query + h * headDim, keys + offsets[k] * vectorBytes, from: i) }
+        }
     }
 
     /// Adds `query . key` over elements `i ..< headDim` (fewer than 8), summed in order, to lane 0.
@@ -708,47 +850,53 @@ struct AttentionKernel<E: KVElement> {
     }
 }
 
-/// The K and V bytes of the tile after the current one, asked into cache two lines of each per key
-/// of a weighted V sum, spread over the current tile's updates. The tile's keys are one block,
-/// placed anywhere in the pool, and the kernel reads it head by head (768-byte strides for
-/// SmolLM2), which the hardware prefetcher followed poorly: decode attention over 32 sequences
-/// waited on memory at the first K and V loads of every tile. In a C model of that access
-/// pattern, fetching the next block this way doubled the read rate (3.9-5.8 to 8.5 GB/s per
-/// thread); fetching it in one burst, or the current block first, did not help.
+/// The K and V bytes of the tile after the current one, asked into cache `perKey` lines of each
+/// per key of a weighted V sum, spread over the current tile's updates. The tile's keys are one
+/// block, placed anywhere in the pool, and the kernel reads it head by head (384-byte strides for
+/// SmolLM2 in f16), which the hardware prefetcher followed poorly: decode attention over 32
+/// sequences waited on memory at the first K and V loads of every tile. In a C model of that
+/// access pattern, fetching the next block this way doubled the read rate (3.9-5.8 to 8.5 GB/s
+/// per thread); fetching it in one burst, or the current block first, did not help, and neither
+/// did asking for it within the first third of the tile rather than spread over all of it.
 struct NextTileFetch {
     private var key: UnsafeRawPointer?
     private var value: UnsafeRawPointer?
     /// Lines of each still to ask for.
     private var remaining: Int
+    /// Lines of each asked for per key of an update.
+    private let perKey: Int
 
     init() {
         key = nil
         value = nil
         remaining = 0
+        perKey = 0
     }
 
-    init(key: UnsafeRawPointer, value: UnsafeRawPointer, remaining: Int) {
+    init(key: UnsafeRawPointer, value: UnsafeRawPointer, lines: Int, perKey: Int) {
         self.key = key
         self.value = value
-        self.remaining = remaining
+        remaining = lines
+        self.perKey = perKey
     }
 
-    /// Asks for lines `line` and `line + 1` (of those left) of K and of V.
+    /// Asks for the lines (of those left) of K and of V that belong to key `k` of the current update.
     @inline(__always)
-    func request(_ line: Int) {
-        guard line < remaining, let key, let value else { return }
-        pagoda_prefetch(key + 64 * line)
-        pagoda_prefetch(value + 64 * line)
-        if line + 1 < remaining {
-            pagoda_prefetch(key + 64 * (line + 1))
-            pagoda_prefetch(value + 64 * (line + 1))
+    func request(key k: Int) {
+        guard let key, let value else { return }
+        var line = k * perKey
+        let end = min(line + perKey, remaining)
+        while line < end {
+            pagoda_prefetch(key + 64 * line)
+            pagoda_prefetch(value + 64 * line)
+            line += 1
         }
     }
 
-    /// Moves past the `lines` lines an update asked for.
-    mutating func advance(by lines: Int) {
+    /// Moves past the lines an update of `keys` keys asked for.
+    mutating func advance(keys: Int) {
         guard remaining > 0, let key, let value else { return }
-        let step = min(lines, remaining)
+        let step = min(keys * perKey, remaining)
         self.key = key + 64 * step
         self.value = value + 64 * step
         remaining -= step
