@@ -93,3 +93,8 @@ int pagoda_i8_gemm(int type, const uint8_t *packed, size_t blocks, const uint8_t
 /// Asks for the cache line at `p` (a read, kept in every level). Never faults, so it may point past
 /// the end of the weights.
 static inline void pagoda_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
+/// Asks for the cache line at `p` into L2 and the levels below, not L1 (`prefetcht1`): for data
+/// needed a while later, so that it does not evict what L1 holds for the work in between. Decode
+/// attention fetches its next K/V tile this way (BENCHMARKS.md, 2026-12-03).
+static inline void pagoda_prefetch_l2(const void *p) { __builtin_prefetch(p, 0, 2); }
