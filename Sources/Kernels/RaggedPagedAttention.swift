@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Int8Dot
+import LaneShuffles
 import Synchronization
 
 /// Why a ragged batch (or its options) cannot be run against a KV layer.
@@ -583,9 +584,11 @@ struct AttentionKernel<E: KVElement> {
         while j < tile {
             if j >= jLo && j + wideKeys - 1 <= jHi {
                 dotPartials(query, offsets + j, keys: wideKeys, heads: n, into: partials + j)
+                prefetchVectors(values, offsets, from: j, to: j + wideKeys - 1)
                 j += wideKeys
             } else if n == 1 && j >= jLo && j + 3 <= jHi {
                 dotPartials(query, offsets + j, keys: 4, heads: 1, into: partials + j)
+                prefetchVectors(values, offsets, from: j, to: j + 3)
                 j += 4
             } else {
                 for h in 0 ..< n {
@@ -705,6 +708,25 @@ struct AttentionKernel<E: KVElement> {
                 acc[e] = a
                 e += 1
             }
+        }
+    }
+
+    /// Asks for the vectors (at `base`) of tile keys `from ... to` into L1 (`pagoda_prefetch`):
+    /// V while the keys' scores are computed, so the weighted V sum after the softmax finds them
+    /// there (its first V loads were the kernel's largest stall; the next-tile fetch brings lines
+    /// only as far as L2). K fetched the same way, one group of keys ahead of the score loop, or
+    /// for the next kv head during the V sum, measured no better or worse (`bench attention --cold`).
+    @inline(__always)
+    func prefetchVectors(_ base: UnsafeRawPointer, _ offsets: UnsafePointer<Int>, from: Int, to: Int) {
+        var k = from
+        while k <= to {
+            let v = base + offsets[k] * vectorBytes
+            var b = 0
+            while b < vectorBytes {
+                pagoda_prefetch(v + b)
+                b += 64
+            }
+            k += 1
         }
     }
 
@@ -908,20 +930,20 @@ struct NextTileFetch {
     }
 }
 
-/// Lane j of the result is the sum of the 8 lanes of `v[j]` (a fixed pairwise tree), for `v: [16]`;
-/// overwrites `v`. Three rounds of adjacent-pair adds (each one `vhaddps` and a permute on AVX2)
-/// instead of 16 separate horizontal sums.
+/// Lane j of the result is the sum of the 8 lanes of `v[j]` (a fixed pairwise tree: adjacent
+/// lanes, then adjacent pairs, then the two quads), for `v: [16]`. Three rounds of adjacent-pair
+/// adds over 16-lane vectors (`pagoda_fold16_width2`: two permutes and an add each), seven in all,
+/// instead of per-half shuffles of 8-lane vectors (about a hundred instructions per head and tile).
 @inline(__always)
-func reduceTransposed(_ v: UnsafeMutablePointer<SIMD8<Float>>) -> SIMD16<Float> {
-    var n = 16
-    while n > 2 {
-        for i in 0 ..< n / 2 {
-            let x = v[2 * i], y = v[2 * i + 1]
-            v[i] = SIMD8(lowHalf: x.evenHalf + x.oddHalf, highHalf: y.evenHalf + y.oddHalf)
-        }
-        n /= 2
-    }
-    return SIMD16(lowHalf: v[0], highHalf: v[1])
+func reduceTransposed(_ v: UnsafePointer<SIMD8<Float>>) -> SIMD16<Float> {
+    let raw = UnsafeRawPointer(v)
+    // Keys 2i and 2i + 1 side by side.
+    @inline(__always) func keyPair(_ i: Int) -> SIMD16<Float> { raw.loadUnaligned(fromByteOffset: 64 * i, as: SIMD16<Float>.self) }
+    // Four lanes per key (keys 4c ..< 4c + 4), then two (8c ..< 8c + 8), then one.
+    let quads0 = pagoda_fold16_width2(keyPair(0), keyPair(1)), quads1 = pagoda_fold16_width2(keyPair(2), keyPair(3))
+    let quads2 = pagoda_fold16_width2(keyPair(4), keyPair(5)), quads3 = pagoda_fold16_width2(keyPair(6), keyPair(7))
+    let pairs0 = pagoda_fold16_width2(quads0, quads1), pairs1 = pagoda_fold16_width2(quads2, quads3)
+    return pagoda_fold16_width2(pairs0, pairs1)
 }
 
 /// Sum of the lanes of `v` by a fixed pairwise tree.

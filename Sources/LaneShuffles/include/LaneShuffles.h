@@ -1,5 +1,5 @@
-// Lane shuffles for the matmul kernels' transposing reductions (`Product.foldHalves`), and the
-// weight decoders' table lookups (below).
+// Lane shuffles for the transposing reductions of the matmul kernels (`Product.foldHalves`) and
+// of the attention scores (`reduceTransposed`), and the weight decoders' table lookups (below).
 //
 // Swift has no shuffle of two vectors: built lane by lane, LLVM turned them into lane extracts
 // and scalar adds on AVX-512. Clang's `__builtin_shufflevector` is one shuffle instruction (or
