@@ -584,11 +584,11 @@ struct AttentionKernel<E: KVElement> {
         while j < tile {
             if j >= jLo && j + wideKeys - 1 <= jHi {
                 dotPartials(query, offsets + j, keys: wideKeys, heads: n, into: partials + j)
-                prefetchVectors(values, offsets, from: j, to: j + wideKeys - 1)
+                prefetchValues(offsets, from: j, to: j + wideKeys - 1)
                 j += wideKeys
             } else if n == 1 && j >= jLo && j + 3 <= jHi {
                 dotPartials(query, offsets + j, keys: 4, heads: 1, into: partials + j)
-                prefetchVectors(values, offsets, from: j, to: j + 3)
+                prefetchValues(offsets, from: j, to: j + 3)
                 j += 4
             } else {
                 for h in 0 ..< n {
@@ -711,16 +711,16 @@ struct AttentionKernel<E: KVElement> {
         }
     }
 
-    /// Asks for the vectors (at `base`) of tile keys `from ... to` into L1 (`pagoda_prefetch`):
-    /// V while the keys' scores are computed, so the weighted V sum after the softmax finds them
-    /// there (its first V loads were the kernel's largest stall; the next-tile fetch brings lines
-    /// only as far as L2). K fetched the same way, one group of keys ahead of the score loop, or
-    /// for the next kv head during the V sum, measured no better or worse (`bench attention --cold`).
+    /// Asks for the V vectors of tile keys `from ... to` into L1 (`pagoda_prefetch`) while their
+    /// scores are computed, so the weighted V sum after the softmax finds them there (its first V
+    /// loads were the kernel's largest stall; the next-tile fetch brings lines only as far as L2).
+    /// K fetched the same way, one group of keys ahead of the score loop, or for the next kv head
+    /// during the V sum, measured no better or worse (`bench attention --cold`).
     @inline(__always)
-    func prefetchVectors(_ base: UnsafeRawPointer, _ offsets: UnsafePointer<Int>, from: Int, to: Int) {
+    func prefetchValues(_ offsets: UnsafePointer<Int>, from: Int, to: Int) {
         var k = from
         while k <= to {
-            let v = base + offsets[k] * vectorBytes
+            let v = values + offsets[k] * vectorBytes
             var b = 0
             while b < vectorBytes {
                 pagoda_prefetch(v + b)
