@@ -213,9 +213,12 @@ private struct ProductList {
     }
 
     /// Tiles per claim of `ClaimedProductJob`: one chunk of float rows (`MatMul.rowChunk`, whose
-    /// weights stay in cache while every token tile passes), or two int8 groups (16 rows) for
-    /// finer balance.
-    var claimTiles: Int { first.weight.int8Activations ? 2 : MatMul.rowChunk / MatMul.rowTile }
+    /// weights stay in cache while every token tile passes), or int8 groups (16 rows): two for
+    /// finer balance, or a 64th of the region where that is more. The output head's 3072 groups
+    /// in claims of two paid an atomic claim on a line both cores write every ~2.6 us at 32
+    /// tokens: claimed in 64ths it ran 239-242 -> 259-263 GMAC/s (`bench matmul --tensors
+    /// token_embd.weight --tokens 32`, alternating; BENCHMARKS.md, 2026-12-03 afternoon).
+    var claimTiles: Int { first.weight.int8Activations ? max(2, totalTiles / 64) : MatMul.rowChunk / MatMul.rowTile }
 
     /// Computes the tiles `range` of the concatenated products on `thread`. Products of one region
     /// share their input: a thread prepares it once (`prepared`, kept across calls) for all its
