@@ -248,10 +248,10 @@ public struct Sampler: Sendable {
         let inverseTemperature = 1 / parameters.temperature
         // -log of a token's unnormalized probability (0 for the top token); NaN for NaN logits.
         func scaled(_ logit: Float) -> Float { (maxLogit - logit) * inverseTemperature }
-        // Unnormalized probability; the top token weighs 1. The same arithmetic in every pass.
+        // Unnormalized probability (the top token weighs 1; NaN gives 0), as every path computes it.
         func weight(_ logit: Float) -> Double {
-            let w = Double(exp(-scaled(logit)))
-            return w >= 0 ? w : 0
+            var value = logit
+            return Double(SamplingMath.weights16(&value, count: 1, maxLogit: maxLogit, inverseTemperature: inverseTemperature)[0])
         }
         let vocabulary = logits.count
         let minWeight = Double(parameters.minP)
@@ -270,21 +270,50 @@ public struct Sampler: Sendable {
                 }
             }
         } else if parameters.topP < 1 {
-            candidates = nucleus(logits, scaled: scaled, weight: weight)
+            candidates = nucleus(logits, scaled: scaled, maxLogit: maxLogit, inverseTemperature: inverseTemperature)
         } else {
-            // Whole vocabulary, at most a min-p filter: two passes, no candidate list.
-            func kept(_ i: Int) -> Double {
-                let w = weight(logits[i])
-                return w >= minWeight ? w : 0
-            }
-            var total = 0.0
-            for i in 0 ..< vocabulary { total += kept(i) }
-            return Self.pick(count: vocabulary, target: unit * total, weight: kept) ?? best
+            return drawWhole(logits, unit: unit, maxLogit: maxLogit, inverseTemperature: inverseTemperature, best: best)
         }
         candidates.removeAll { $0.weight < minWeight }
         let total = candidates.reduce(0) { $0 + $1.weight }
         let position = Self.pick(count: candidates.count, target: unit * total) { candidates[$0].weight }
         return position.map { candidates[$0].id } ?? best
+    }
+
+    /// A draw from the whole vocabulary, at most a min-p filter: two passes over the weights,
+    /// sixteen at a time (`SamplingMath`), no candidate list. The first sums them per group of
+    /// sixteen; the second walks the same group sums until `unit` of the total is passed, then the
+    /// group's tokens one by one. On rounding, the last token with a positive weight.
+    private func drawWhole(_ logits: UnsafeBufferPointer<Float>, unit: Double, maxLogit: Float,
+                           inverseTemperature: Float, best: Int) -> Int {
+        guard let base = logits.baseAddress else { return best }
+        let vocabulary = logits.count
+        let minimum = parameters.minP
+        func group(_ start: Int) -> SIMD16<Float> {
+            SamplingMath.weights16(base + start, count: min(16, vocabulary - start), maxLogit: maxLogit,
+                                   inverseTemperature: inverseTemperature, minimum: minimum)
+        }
+        var total = 0.0
+        for start in stride(from: 0, to: vocabulary, by: 16) { total += Double(SamplingMath.sum16(group(start))) }
+        var remaining = unit * total
+        var lastPositiveGroup: Int?
+        for start in stride(from: 0, to: vocabulary, by: 16) {
+            let weights = group(start)
+            let sum = Double(SamplingMath.sum16(weights))
+            guard sum > 0 else { continue }
+            lastPositiveGroup = start
+            if remaining - sum >= 0 {
+                remaining -= sum
+                continue
+            }
+            for lane in 0 ..< min(16, vocabulary - start) where weights[lane] > 0 {
+                remaining -= Double(weights[lane])
+                if remaining < 0 { return start + lane }
+            }
+        }
+        guard let start = lastPositiveGroup else { return best }
+        let weights = group(start)
+        return (0 ..< min(16, vocabulary - start)).last { weights[$0] > 0 }.map { start + $0 } ?? best
     }
 
     /// Buckets per unit of `scaled` (-log probability) in the top-p histogram, and their count;
@@ -297,16 +326,24 @@ public struct Sampler: Sendable {
     /// the nucleus ends; only that bucket's tokens are sorted (by weight, then id) to find the
     /// exact cut. Tokens are ranked as a full descending sort would rank them.
     private func nucleus(
-        _ logits: UnsafeBufferPointer<Float>, scaled: (Float) -> Float, weight: (Float) -> Double
+        _ logits: UnsafeBufferPointer<Float>, scaled: (Float) -> Float, maxLogit: Float, inverseTemperature: Float
     ) -> [(id: Int, weight: Double)] {
+        guard let base = logits.baseAddress else { return [] }
         func bucket(_ logit: Float) -> Int {
             let position = scaled(logit) * Self.bucketsPerUnit
             return position < Float(Self.bucketCount - 1) ? Int(position) : Self.bucketCount - 1
         }
+        // Each token's weight, computed sixteen at a time the same way in both passes.
+        func forEachWeight(_ body: (Int, Double) -> Void) {
+            for start in stride(from: 0, to: logits.count, by: 16) {
+                let count = min(16, logits.count - start)
+                let weights = SamplingMath.weights16(base + start, count: count, maxLogit: maxLogit, inverseTemperature: inverseTemperature)
+                for lane in 0 ..< count { body(start + lane, Double(weights[lane])) }
+            }
+        }
         var mass = [Double](repeating: 0, count: Self.bucketCount)
         var total = 0.0
-        for i in 0 ..< logits.count {
-            let w = weight(logits[i])
+        forEachWeight { i, w in
             total += w
             mass[bucket(logits[i])] += w
         }
@@ -322,12 +359,12 @@ public struct Sampler: Sendable {
         }
         var inside: [(id: Int, weight: Double)] = []
         var edge: [(id: Int, weight: Double)] = []
-        for i in 0 ..< logits.count {
+        forEachWeight { i, w in
             let b = bucket(logits[i])
             if b < boundary {
-                inside.append((i, weight(logits[i])))
+                inside.append((i, w))
             } else if b == boundary {
-                edge.append((i, weight(logits[i])))
+                edge.append((i, w))
             }
         }
         edge.sort { $0.weight > $1.weight || ($0.weight == $1.weight && $0.id < $1.id) }

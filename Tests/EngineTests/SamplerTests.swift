@@ -78,6 +78,28 @@ private let fiveTokens: [Float] = [2.0, 1.4, 0.8, 0.2, -0.5]
         expectClose(frequencies(SamplingParameters(temperature: 1, seed: 1), fiveTokens), softmax(fiveTokens))
     }
 
+    /// The whole-vocabulary draw walks its weights sixteen at a time: a 1003-token vocabulary
+    /// (a partial last group) with its likely tokens at group edges and in the last group is
+    /// drawn as its softmax, and -inf and NaN logits never are.
+    @Test func wholeVocabularyDrawMatchesSoftmax() {
+        var logits = [Float](repeating: -6, count: 1003)
+        for (id, logit) in [(0, 1.5), (15, 1.0), (16, 0.5), (500, 1.2), (1000, 0.8), (1002, 1.1)] as [(Int, Float)] { logits[id] = logit }
+        logits[7] = -.infinity
+        logits[1001] = .nan
+        let observed = frequencies(SamplingParameters(temperature: 1, seed: 11), logits)
+        var finite = logits
+        finite[7] = -1000
+        finite[1001] = -1000
+        let expected = softmax(finite)
+        for id in [0, 15, 16, 500, 1000, 1002] {
+            #expect(abs(observed[id] - expected[id]) <= 0.015, "token \(id): \(observed[id]) against \(expected[id])")
+        }
+        #expect(observed[7] == 0 && observed[1001] == 0)
+        let rest = observed.indices.filter { ![0, 15, 16, 500, 1000, 1002].contains($0) }
+        let restExpected = rest.reduce(0) { $0 + expected[$1] }, restObserved = rest.reduce(0) { $0 + observed[$1] }
+        #expect(abs(restObserved - restExpected) <= 0.015, "the other tokens: \(restObserved) against \(restExpected)")
+    }
+
     @Test func temperatureScalesLogits() {
         let parameters = SamplingParameters(temperature: 2, seed: 2)
         expectClose(frequencies(parameters, fiveTokens), softmax(fiveTokens, temperature: 2))
