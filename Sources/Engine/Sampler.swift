@@ -246,8 +246,6 @@ public struct Sampler: Sendable {
         let maxLogit = logits[best]
         guard maxLogit.isFinite else { return best }
         let inverseTemperature = 1 / parameters.temperature
-        // -log of a token's unnormalized probability (0 for the top token); NaN for NaN logits.
-        func scaled(_ logit: Float) -> Float { (maxLogit - logit) * inverseTemperature }
         // Unnormalized probability (the top token weighs 1; NaN gives 0), as every path computes it.
         func weight(_ logit: Float) -> Double {
             var value = logit
@@ -270,7 +268,7 @@ public struct Sampler: Sendable {
                 }
             }
         } else if parameters.topP < 1 {
-            candidates = nucleus(logits, scaled: scaled, maxLogit: maxLogit, inverseTemperature: inverseTemperature)
+            candidates = nucleus(logits, maxLogit: maxLogit, inverseTemperature: inverseTemperature)
         } else {
             return drawWhole(logits, unit: unit, maxLogit: maxLogit, inverseTemperature: inverseTemperature, best: best)
         }
@@ -316,8 +314,9 @@ public struct Sampler: Sendable {
         return (0 ..< min(16, vocabulary - start)).last { weights[$0] > 0 }.map { start + $0 } ?? best
     }
 
-    /// Buckets per unit of `scaled` (-log probability) in the top-p histogram, and their count;
-    /// the last bucket also holds everything less likely (below e^-63 of the top token).
+    /// Buckets per unit of -log probability (relative to the top token) in the top-p histogram,
+    /// and their count; the last bucket also holds everything less likely (below e^-63 of the top
+    /// token).
     static let bucketsPerUnit: Float = 8
     static let bucketCount = 512
 
@@ -326,11 +325,12 @@ public struct Sampler: Sendable {
     /// the nucleus ends; only that bucket's tokens are sorted (by weight, then id) to find the
     /// exact cut. Tokens are ranked as a full descending sort would rank them.
     private func nucleus(
-        _ logits: UnsafeBufferPointer<Float>, scaled: (Float) -> Float, maxLogit: Float, inverseTemperature: Float
+        _ logits: UnsafeBufferPointer<Float>, maxLogit: Float, inverseTemperature: Float
     ) -> [(id: Int, weight: Double)] {
         guard let base = logits.baseAddress else { return [] }
         func bucket(_ logit: Float) -> Int {
-            let position = scaled(logit) * Self.bucketsPerUnit
+            // -log of the token's unnormalized probability (0 for the top token), in buckets.
+            let position = (maxLogit - logit) * inverseTemperature * Self.bucketsPerUnit
             return position < Float(Self.bucketCount - 1) ? Int(position) : Self.bucketCount - 1
         }
         // Each token's weight, computed sixteen at a time the same way in both passes.
