@@ -156,8 +156,8 @@ public enum Activation {
 public enum SamplingMath {
     /// Sixteen unnormalized probabilities: lane j is `exp(-(maxLogit - x[j]) * inverseTemperature)`
     /// (the attention kernels' `exp16`, within an ulp or two of `expf`) for the `count` (1...16)
-    /// logits at `x`; lanes from `count` on, NaN logits and weights below `minimum` give 0. The
-    /// top token (x = maxLogit) weighs exactly 1.
+    /// logits at `x`; lanes from `count` on, NaN weights and weights below `minimum` give 0. The
+    /// top token (x = maxLogit) weighs exactly 1 at any normal temperature.
     public static func weights16(_ x: UnsafePointer<Float>, count: Int, maxLogit: Float, inverseTemperature: Float,
                                  minimum: Float = 0) -> SIMD16<Float> {
         var logits = SIMD16<Float>(repeating: -.infinity)
@@ -166,11 +166,10 @@ public enum SamplingMath {
         } else {
             for lane in 0 ..< count { logits[lane] = x[lane] }
         }
-        // NaN logits (the only NaN lanes: they differ from themselves) weigh as -inf ones, 0.
-        logits.replace(with: -.infinity, where: logits .!= logits)
         let scaled = (SIMD16(repeating: maxLogit) - logits) * inverseTemperature
+        // NaN weights (NaN logits, or 0 * inf at a subnormal temperature) differ from themselves.
         let w = exp16(-scaled)
-        return w.replacing(with: 0, where: w .< minimum)
+        return w.replacing(with: 0, where: w .!= w).replacing(with: 0, where: w .< minimum)
     }
 
     /// The sum of the sixteen lanes as one fixed tree, the same for every call.

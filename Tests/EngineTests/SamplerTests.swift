@@ -100,6 +100,18 @@ private let fiveTokens: [Float] = [2.0, 1.4, 0.8, 0.2, -0.5]
         #expect(abs(restObserved - restExpected) <= 0.015, "the other tokens: \(restObserved) against \(restExpected)")
     }
 
+    /// At a subnormal temperature (1 / t = inf) every weight is 0 or NaN, and every path falls
+    /// back to the top token.
+    @Test func subnormalTemperatureFallsBackToTheTopToken() {
+        let logits = (0 ..< 100).map { Float(sin(Double($0) * 0.37)) * 3 }
+        let top = logits.withUnsafeBufferPointer { Sampler.argmax($0) }
+        for parameters in [SamplingParameters(temperature: 1e-45, seed: 1), SamplingParameters(temperature: 1e-45, topK: 5, seed: 1),
+                           SamplingParameters(temperature: 1e-45, topP: 0.5, seed: 1)] {
+            var sampler = Sampler(parameters)
+            #expect(sampleOnce(&sampler, logits).token.id == top)
+        }
+    }
+
     @Test func temperatureScalesLogits() {
         let parameters = SamplingParameters(temperature: 2, seed: 2)
         expectClose(frequencies(parameters, fiveTokens), softmax(fiveTokens, temperature: 2))
