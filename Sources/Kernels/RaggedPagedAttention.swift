@@ -248,6 +248,16 @@ public enum RaggedPagedAttention {
     }
 }
 
+/// How many query heads of one kv head one `AttentionKernel.update` computes (1 to
+/// `sharedHeads`), as a type: each count gets its own specialization, in which the count is a
+/// constant, so the unused heads' registers and branches fold away. (As a plain argument it did
+/// not: `update` was compiled once per element type, and with the count known only at run time
+/// both inner loops spilled AVX2's 16 ymm registers and compared the count on every key.)
+protocol SharedHeadCount { static var n: Int { get } }
+enum OneSharedHead: SharedHeadCount { static var n: Int { 1 } }
+enum TwoSharedHeads: SharedHeadCount { static var n: Int { 2 } }
+enum ThreeSharedHeads: SharedHeadCount { static var n: Int { 3 } }
+
 /// The attention loops for one storage type. A *unit* is (sequence, tile of up to `rowTile` query
 /// rows), all heads; it covers key partitions `firstPartition ... lastPartition`. Per (row, head) the
 /// state is `stateStride` floats: running max at 0, denominator at 1, accumulator `[headDim]` at 16.
@@ -548,9 +558,9 @@ struct AttentionKernel<E: KVElement> {
                             let state = partial + ((r - r0) * qHeads + qHead) * stateStride
                             let query = q + (r * qHeads + qHead) * headDim
                             switch n {
-                            case 1: update(heads: 1, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
-                            case 2: update(heads: 2, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
-                            default: update(heads: 3, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
+                            case 1: update(OneSharedHead.self, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
+                            case 2: update(TwoSharedHeads.self, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
+                            default: update(ThreeSharedHeads.self, state: state, query: query, offsets: offsets, partials: partials, weights: weights, jLo, jHi, fetch: fetch)
                             }
                             fetch.advance(keys: jHi - jLo + 1)
                             h += n
@@ -565,38 +575,71 @@ struct AttentionKernel<E: KVElement> {
     /// The kv head of the last query head of `heads`.
     @inline(__always) func lastGroupOf(_ heads: Range<Int>) -> Int { (heads.upperBound - 1) / group }
 
-    /// One online-softmax step of `n` (1 to `sharedHeads`) consecutive query heads of one row, all
+    /// Keys whose scores one `dotPartials` computes together for `n` heads, and dimensions of V
+    /// that one pass of the weighted sum covers: enough independent multiply-add chains to cover
+    /// their latency, few enough that accumulators and operands stay in registers. AVX-512 has 32
+    /// vector registers and a SIMD16 takes one; AVX2 has 16, a SIMD16 takes two, so there three
+    /// heads score two keys at a time (6 chains) and sum V 16 dimensions per pass (six ymm
+    /// accumulators); NEON's 32 128-bit registers take the AVX2 choice too.
+    @inline(__always) static func scoreKeys(heads n: Int) -> Int {
+        #if PAGODA_AVX512
+        n == 1 ? 8 : 4
+        #else
+        n == 1 ? 8 : n == 2 ? 4 : 2
+        #endif
+    }
+
+    /// See `scoreKeys(heads:)`.
+    @inline(__always) static func valueDims(heads n: Int) -> Int {
+        #if PAGODA_AVX512
+        64
+        #else
+        n == 1 ? 64 : n == 2 ? 32 : 16
+        #endif
+    }
+
+    /// One online-softmax step of `H.n` (1 to `sharedHeads`) consecutive query heads of one row, all
     /// of one kv head, over tile keys `jLo ... jHi` (vector indices `offsets[j]`): scores, tile max,
     /// rescale, exp, weighted V sum, V accumulated in ascending j. Head `h` has its state at
     /// `state + h * stateStride` and its query at `query + h * headDim`. Each K and V vector is
     /// loaded (and converted) once for the `n` heads; every head's arithmetic is the same sequence of
-    /// operations as when it is computed alone, so results do not depend on `n`.
+    /// operations as when it is computed alone, so results do not depend on `n`, nor on how many
+    /// keys or dimensions each inner loop takes at a time.
     /// `partials: [sharedHeads * 16]` and `weights: [sharedHeads * 16]` are per-thread stack scratch.
-    /// `n` is a literal at each call, so the unused heads' code folds away. (Specialized explicitly:
-    /// called from inside `computePartition`'s scratch closures, the optimizer otherwise left it
-    /// generic, reading every K/V element through the protocol witness.)
+    /// (Specialized explicitly for every element type and head count: called from inside
+    /// `computePartition`'s scratch closures, the optimizer otherwise left it generic, reading every
+    /// K/V element through the protocol witness.)
     @inline(__always)
-    @_specialize(exported: false, where E == FP32Element)
-    @_specialize(exported: false, where E == F16Element)
-    @_specialize(exported: false, where E == BF16Element)
-    @_specialize(exported: false, where E == Int8Element)
-    func update(heads n: Int, state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
-                partials: UnsafeMutablePointer<SIMD8<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int,
-                fetch: NextTileFetch) {
+    @_specialize(exported: false, where E == FP32Element, H == OneSharedHead)
+    @_specialize(exported: false, where E == FP32Element, H == TwoSharedHeads)
+    @_specialize(exported: false, where E == FP32Element, H == ThreeSharedHeads)
+    @_specialize(exported: false, where E == F16Element, H == OneSharedHead)
+    @_specialize(exported: false, where E == F16Element, H == TwoSharedHeads)
+    @_specialize(exported: false, where E == F16Element, H == ThreeSharedHeads)
+    @_specialize(exported: false, where E == BF16Element, H == OneSharedHead)
+    @_specialize(exported: false, where E == BF16Element, H == TwoSharedHeads)
+    @_specialize(exported: false, where E == BF16Element, H == ThreeSharedHeads)
+    @_specialize(exported: false, where E == Int8Element, H == OneSharedHead)
+    @_specialize(exported: false, where E == Int8Element, H == TwoSharedHeads)
+    @_specialize(exported: false, where E == Int8Element, H == ThreeSharedHeads)
+    func update<H: SharedHeadCount>(_: H.Type, state: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
+                                    partials: UnsafeMutablePointer<SIMD8<Float>>, weights: UnsafeMutablePointer<Float>, _ jLo: Int, _ jHi: Int,
+                                    fetch: NextTileFetch) {
+        let n = H.n
         // Per-key lane partial sums of q . k (8 lanes: one AVX2 register), several keys (and heads)
         // at a time where the tile allows (independent chains; each key's sum is the one
         // `dotPartial` forms), then one transposing reduction per head gives lane j = score j.
         // (16-lane partials took twice the registers and a reduction as costly as the products.)
         let tile = Self.keyTile
-        let wideKeys = n == 1 ? 8 : 4
+        let wideKeys = Self.scoreKeys(heads: n)
         var j = 0
         while j < tile {
             if j >= jLo && j + wideKeys - 1 <= jHi {
                 dotPartials(query, offsets + j, keys: wideKeys, heads: n, into: partials + j)
                 prefetchValues(offsets, from: j, to: j + wideKeys - 1)
                 j += wideKeys
-            } else if n == 1 && j >= jLo && j + 3 <= jHi {
-                dotPartials(query, offsets + j, keys: 4, heads: 1, into: partials + j)
+            } else if wideKeys == 8 && j >= jLo && j + 3 <= jHi {
+                dotPartials(query, offsets + j, keys: 4, heads: n, into: partials + j)
                 prefetchValues(offsets, from: j, to: j + 3)
                 j += 4
             } else {
@@ -610,90 +653,88 @@ struct AttentionKernel<E: KVElement> {
         let c1 = n >= 2 ? softmaxStep(state: state + stateStride, partials: partials + tile, weights: weights + tile, offsets: offsets, jLo, jHi) : 1
         let c2 = n >= 3 ? softmaxStep(state: state + 2 * stateStride, partials: partials + 2 * tile, weights: weights + 2 * tile, offsets: offsets, jLo, jHi) : 1
         let acc0 = state + 16, acc1 = state + stateStride + 16, acc2 = state + 2 * stateStride + 16
+        // A head's accumulator chunk, times its correction unless that is exactly 1.
+        @inline(__always) func resumed(_ p: UnsafeMutablePointer<Float>, _ correction: Float) -> SIMD16<Float> {
+            let a = Vector.load16(p)
+            return correction != 1 ? a * SIMD16(repeating: correction) : a
+        }
+        // `width` (16, 32 or 64) dimensions per pass over the keys: up to four independent
+        // accumulator vectors per head instead of one chain of dependent multiply-adds (each
+        // element still adds its keys in ascending j).
+        let width = Self.valueDims(heads: n)
+        let two = width >= 32, four = width == 64
         var d = 0
-        // 64 dimensions at a time: four independent accumulator vectors per key and head instead of
-        // one chain of dependent multiply-adds (each element still adds its keys in ascending j).
-        while d + 64 <= headDim {
-            var a0 = Vector.load16(acc0 + d), a1 = Vector.load16(acc0 + d + 16)
-            var a2 = Vector.load16(acc0 + d + 32), a3 = Vector.load16(acc0 + d + 48)
-            var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>()
-            var e0 = SIMD16<Float>(), e1 = SIMD16<Float>(), e2 = SIMD16<Float>(), e3 = SIMD16<Float>()
-            if c0 != 1 {
-                let c = SIMD16(repeating: c0)
-                a0 *= c
-                a1 *= c
-                a2 *= c
-                a3 *= c
-            }
-            if n >= 2 {
-                b0 = Vector.load16(acc1 + d)
-                b1 = Vector.load16(acc1 + d + 16)
-                b2 = Vector.load16(acc1 + d + 32)
-                b3 = Vector.load16(acc1 + d + 48)
-                if c1 != 1 {
-                    let c = SIMD16(repeating: c1)
-                    b0 *= c
-                    b1 *= c
-                    b2 *= c
-                    b3 *= c
-                }
-            }
-            if n >= 3 {
-                e0 = Vector.load16(acc2 + d)
-                e1 = Vector.load16(acc2 + d + 16)
-                e2 = Vector.load16(acc2 + d + 32)
-                e3 = Vector.load16(acc2 + d + 48)
-                if c2 != 1 {
-                    let c = SIMD16(repeating: c2)
-                    e0 *= c
-                    e1 *= c
-                    e2 *= c
-                    e3 *= c
-                }
-            }
+        while d + width <= headDim {
+            var a0 = resumed(acc0 + d, c0)
+            var a1 = two ? resumed(acc0 + d + 16, c0) : SIMD16()
+            var a2 = four ? resumed(acc0 + d + 32, c0) : SIMD16()
+            var a3 = four ? resumed(acc0 + d + 48, c0) : SIMD16()
+            var b0 = n >= 2 ? resumed(acc1 + d, c1) : SIMD16()
+            var b1 = n >= 2 && two ? resumed(acc1 + d + 16, c1) : SIMD16()
+            var b2 = n >= 2 && four ? resumed(acc1 + d + 32, c1) : SIMD16()
+            var b3 = n >= 2 && four ? resumed(acc1 + d + 48, c1) : SIMD16()
+            var e0 = n >= 3 ? resumed(acc2 + d, c2) : SIMD16()
+            var e1 = n >= 3 && two ? resumed(acc2 + d + 16, c2) : SIMD16()
+            var e2 = n >= 3 && four ? resumed(acc2 + d + 32, c2) : SIMD16()
+            var e3 = n >= 3 && four ? resumed(acc2 + d + 48, c2) : SIMD16()
             for j in jLo ... jHi {
                 if d == 0 { fetch.request(key: j - jLo) }
                 let v = values + offsets[j] * vectorBytes
-                let v0 = E.load16(v, d), v1 = E.load16(v, d + 16), v2 = E.load16(v, d + 32), v3 = E.load16(v, d + 48)
+                let v0 = E.load16(v, d)
+                let v1 = two ? E.load16(v, d + 16) : SIMD16()
+                let v2 = four ? E.load16(v, d + 32) : SIMD16()
+                let v3 = four ? E.load16(v, d + 48) : SIMD16()
                 let w0 = SIMD16(repeating: weights[j])
                 a0.addProduct(w0, v0)
-                a1.addProduct(w0, v1)
-                a2.addProduct(w0, v2)
-                a3.addProduct(w0, v3)
+                if two { a1.addProduct(w0, v1) }
+                if four {
+                    a2.addProduct(w0, v2)
+                    a3.addProduct(w0, v3)
+                }
                 if n >= 2 {
                     let w1 = SIMD16(repeating: weights[tile + j])
                     b0.addProduct(w1, v0)
-                    b1.addProduct(w1, v1)
-                    b2.addProduct(w1, v2)
-                    b3.addProduct(w1, v3)
+                    if two { b1.addProduct(w1, v1) }
+                    if four {
+                        b2.addProduct(w1, v2)
+                        b3.addProduct(w1, v3)
+                    }
                 }
                 if n >= 3 {
                     let w2 = SIMD16(repeating: weights[2 * tile + j])
                     e0.addProduct(w2, v0)
-                    e1.addProduct(w2, v1)
-                    e2.addProduct(w2, v2)
-                    e3.addProduct(w2, v3)
+                    if two { e1.addProduct(w2, v1) }
+                    if four {
+                        e2.addProduct(w2, v2)
+                        e3.addProduct(w2, v3)
+                    }
                 }
             }
             Vector.store16(a0, acc0 + d)
-            Vector.store16(a1, acc0 + d + 16)
-            Vector.store16(a2, acc0 + d + 32)
-            Vector.store16(a3, acc0 + d + 48)
+            if two { Vector.store16(a1, acc0 + d + 16) }
+            if four {
+                Vector.store16(a2, acc0 + d + 32)
+                Vector.store16(a3, acc0 + d + 48)
+            }
             if n >= 2 {
                 Vector.store16(b0, acc1 + d)
-                Vector.store16(b1, acc1 + d + 16)
-                Vector.store16(b2, acc1 + d + 32)
-                Vector.store16(b3, acc1 + d + 48)
+                if two { Vector.store16(b1, acc1 + d + 16) }
+                if four {
+                    Vector.store16(b2, acc1 + d + 32)
+                    Vector.store16(b3, acc1 + d + 48)
+                }
             }
             if n >= 3 {
                 Vector.store16(e0, acc2 + d)
-                Vector.store16(e1, acc2 + d + 16)
-                Vector.store16(e2, acc2 + d + 32)
-                Vector.store16(e3, acc2 + d + 48)
+                if two { Vector.store16(e1, acc2 + d + 16) }
+                if four {
+                    Vector.store16(e2, acc2 + d + 32)
+                    Vector.store16(e3, acc2 + d + 48)
+                }
             }
-            d += 64
+            d += width
         }
-        // Head dimensions that are not a multiple of 64 (rare): the rest per head, as before.
+        // Head dimensions that are not a multiple of the pass width (rare): the rest per head.
         for h in 0 ..< n where d < headDim {
             let acc = state + h * stateStride + 16, w = weights + h * tile
             let correction = h == 0 ? c0 : h == 1 ? c1 : c2
@@ -797,16 +838,17 @@ struct AttentionKernel<E: KVElement> {
     /// consecutive query heads (`query + h * headDim`), interleaved: independent multiply-add
     /// chains instead of one key's chain at a time (bitwise the same sums), each key chunk loaded
     /// once for all heads. Head `h`'s partial of key `k` goes to `out[h * 16 + k]`. Supported:
-    /// 8 keys for one head, 4 keys for up to three; eight chains cover the multiply-add latency,
-    /// four left the core waiting on each chain. Both are literals at every call, so the unused
-    /// chains fold away.
-    @inline(__always)
+    /// 8 keys for one head, 4 keys for up to three, 2 for up to three (see `scoreKeys(heads:)`);
+    /// eight chains cover the multiply-add latency, four left the core waiting on each chain.
+    /// Both are constants at every call, so the unused chains fold away. (`@_transparent`: with
+    /// `@inline(__always)` it stayed a call taking both as arguments.)
+    @_transparent
     func dotPartials(_ query: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, keys count: Int, heads: Int,
                      into out: UnsafeMutablePointer<SIMD8<Float>>) {
-        let wide = count == 8, second = heads >= 2, third = heads >= 3
+        let four = count >= 4, wide = count == 8, second = heads >= 2, third = heads >= 3
         let tile = Self.keyTile
         let k0 = keys + offsets[0] * vectorBytes, k1 = keys + offsets[1] * vectorBytes
-        let k2 = keys + offsets[2] * vectorBytes, k3 = keys + offsets[3] * vectorBytes
+        let k2 = four ? keys + offsets[2] * vectorBytes : k0, k3 = four ? keys + offsets[3] * vectorBytes : k0
         let k4 = wide ? keys + offsets[4] * vectorBytes : k0, k5 = wide ? keys + offsets[5] * vectorBytes : k0
         let k6 = wide ? keys + offsets[6] * vectorBytes : k0, k7 = wide ? keys + offsets[7] * vectorBytes : k0
         let q1 = query + headDim, q2 = query + 2 * headDim
@@ -817,11 +859,14 @@ struct AttentionKernel<E: KVElement> {
         var i = 0
         while i + 8 <= headDim {
             let x = Vector.load8(query + i)
-            let y0 = E.load8(k0, i), y1 = E.load8(k1, i), y2 = E.load8(k2, i), y3 = E.load8(k3, i)
+            let y0 = E.load8(k0, i), y1 = E.load8(k1, i)
+            let y2 = four ? E.load8(k2, i) : SIMD8(), y3 = four ? E.load8(k3, i) : SIMD8()
             a0.addProduct(x, y0)
             a1.addProduct(x, y1)
-            a2.addProduct(x, y2)
-            a3.addProduct(x, y3)
+            if four {
+                a2.addProduct(x, y2)
+                a3.addProduct(x, y3)
+            }
             if wide {
                 a4.addProduct(x, E.load8(k4, i))
                 a5.addProduct(x, E.load8(k5, i))
@@ -832,22 +877,28 @@ struct AttentionKernel<E: KVElement> {
                 let x1 = Vector.load8(q1 + i)
                 b0.addProduct(x1, y0)
                 b1.addProduct(x1, y1)
-                b2.addProduct(x1, y2)
-                b3.addProduct(x1, y3)
+                if four {
+                    b2.addProduct(x1, y2)
+                    b3.addProduct(x1, y3)
+                }
             }
             if third {
                 let x2 = Vector.load8(q2 + i)
                 e0.addProduct(x2, y0)
                 e1.addProduct(x2, y1)
-                e2.addProduct(x2, y2)
-                e3.addProduct(x2, y3)
+                if four {
+                    e2.addProduct(x2, y2)
+                    e3.addProduct(x2, y3)
+                }
             }
             i += 8
         }
         out[0] = a0
         out[1] = a1
-        out[2] = a2
-        out[3] = a3
+        if four {
+            out[2] = a2
+            out[3] = a3
+        }
         if wide {
             out[4] = a4
             out[5] = a5
@@ -857,14 +908,18 @@ struct AttentionKernel<E: KVElement> {
         if second {
             out[tile] = b0
             out[tile + 1] = b1
-            out[tile + 2] = b2
-            out[tile + 3] = b3
+            if four {
+                out[tile + 2] = b2
+                out[tile + 3] = b3
+            }
         }
         if third {
             out[2 * tile] = e0
             out[2 * tile + 1] = e1
-            out[2 * tile + 2] = e2
-            out[2 * tile + 3] = e3
+            if four {
+                out[2 * tile + 2] = e2
+                out[2 * tile + 3] = e3
+            }
         }
         for h in 0 ..< heads {
             for k in 0 ..< count { addTail(&out[h * tile + k], query + h * headDim, keys + offsets[k] * vectorBytes, from: i) }
