@@ -187,13 +187,8 @@ public struct Sampler: Sendable {
 
     /// Index of the largest value (first one on ties; 0 when every value is -inf or NaN).
     public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int {
-        var best = 0
-        var bestValue = -Float.infinity
-        for i in 0 ..< logits.count where logits[i] > bestValue {
-            bestValue = logits[i]
-            best = i
-        }
-        return best
+        guard let base = logits.baseAddress else { return 0 }
+        return SamplingMath.argmax(base, count: logits.count)
     }
 
     /// Chooses the next token from one row of logits (copies them; no penalties apply, as the
@@ -395,9 +390,14 @@ public struct Sampler: Sendable {
     /// `logits` (whose largest value is at `best`).
     private static func withLogprobs(_ id: Int, _ logits: UnsafeBufferPointer<Float>, best: Int, top: Int) -> SampledToken {
         let maxLogit = logits[best]
+        // The normalizer sixteen exponentials at a time (`SamplingMath`, NaN logits weigh 0),
+        // summed per group in Double.
         var sum = 0.0
-        if maxLogit.isFinite {
-            for i in 0 ..< logits.count { sum += Double(exp(logits[i] - maxLogit)) }
+        if maxLogit.isFinite, let base = logits.baseAddress {
+            for start in stride(from: 0, to: logits.count, by: 16) {
+                let weights = SamplingMath.weights16(base + start, count: min(16, logits.count - start), maxLogit: maxLogit, inverseTemperature: 1)
+                sum += Double(SamplingMath.sum16(weights))
+            }
         }
         let logNormalizer = Double(maxLogit) + log(sum)
         func logprob(_ i: Int) -> Float { Float(Double(logits[i]) - logNormalizer) }

@@ -54,6 +54,37 @@ private let fiveTokens: [Float] = [2.0, 1.4, 0.8, 0.2, -0.5]
         #expect(logits.withUnsafeBufferPointer { Sampler.argmax($0) } == 1)
     }
 
+    /// The vectorized argmax against a scalar scan (first strictly larger value wins) over lengths
+    /// around the 16- and 64-lane steps, with ties, NaN, infinities and signed zeros, and rows
+    /// with no finite value.
+    @Test func argmaxMatchesAScalarScan() {
+        func scalar(_ x: [Float]) -> Int {
+            var best = 0, bestValue = -Float.infinity
+            for i in x.indices where x[i] > bestValue {
+                bestValue = x[i]
+                best = i
+            }
+            return best
+        }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state >> 33
+        }
+        let specials: [Float] = [.nan, -.infinity, .infinity, 0, -0.0, 3, 3]
+        for count in [0, 1, 2, 15, 16, 17, 63, 64, 65, 100, 127, 128, 129, 1003, 49152] {
+            for trial in 0 ..< 6 {
+                // Few distinct values, so ties are common; some rows all -inf / NaN.
+                var x = (0 ..< count).map { _ in Float(Int(next() % 7)) - 3 }
+                for _ in 0 ..< min(count, 5) { x[Int(next() % UInt64(count))] = specials[Int(next() % UInt64(specials.count))] }
+                if trial == 4 { x = x.map { _ in next() % 2 == 0 ? -.infinity : .nan } }
+                if trial == 5 && count > 0 { x = [Float](repeating: -.infinity, count: count); x[count - 1] = -1 }
+                let vector = x.withUnsafeBufferPointer { Sampler.argmax($0) }
+                #expect(vector == scalar(x), "count \(count), trial \(trial)")
+            }
+        }
+    }
+
     @Test func topKOneIsGreedy() {
         var sampler = Sampler(SamplingParameters(temperature: 1.5, topK: 1, seed: 7))
         for _ in 0 ..< 200 { #expect(sampleOnce(&sampler, fiveTokens).token.id == 0) }
